@@ -1,0 +1,27 @@
+# Sparse Model Soups: pretraining, IMP phases with m retrained ingredients each, soups,
+# baselines, evaluation and report. `snakemake --cores 8` runs config/config.yaml;
+# rules, schema and report captions live in workflow/, the library in src/sparse_soups.
+from snakemake.utils import min_version
+
+min_version("9.0")
+
+
+# The embedded default, unless --configfile names another: a config file given on the
+# command line replaces it instead of being merged into it.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/soup.smk"
+include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"
+
+
+rule all:
+    default_target: True
+    input:
+        all_reports(),

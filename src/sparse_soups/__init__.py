@@ -1,0 +1,3 @@
+"""Sparse Model Soups (SMS) and IMP baselines: the library behind the Snakemake workflow."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,113 @@
+"""`sparse-soups SUBCOMMAND ...`: every workflow step from the command line.
+
+The Snakemake rules call these subcommands; they work the same by hand, e.g.
+
+    sparse-soups pretrain --settings results/fmnist_cnn/settings.json \\
+        --data results/fmnist_cnn/data.pt --seed 0 --out /tmp/dense.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from . import __version__, steps
+from .checkpoints import CheckpointError
+from .config import Settings, SettingsError
+from .data import DataNotFoundError, prepare_dataset
+from .training import DivergenceError, make_reproducible
+
+
+def _add_common(parser: argparse.ArgumentParser, data: bool = True) -> None:
+    parser.add_argument("--settings", type=Path, required=True, help="resolved settings JSON")
+    if data:
+        parser.add_argument("--data", type=Path, required=True, help="prepared dataset file")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads for this job")
+    parser.add_argument("--out", type=Path, required=True, help="file to write")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sparse-soups", description=__doc__.splitlines()[0])
+    parser.add_argument("--version", action="version", version=__version__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    prepare = commands.add_parser("prepare-data", help="find the raw data, split, save compactly")
+    _add_common(prepare, data=False)
+
+    pretrain = commands.add_parser("pretrain", help="train the dense model")
+    _add_common(pretrain)
+    pretrain.add_argument("--seed", type=int, required=True)
+
+    retrain = commands.add_parser("retrain", help="prune a model for a phase and retrain it")
+    _add_common(retrain)
+    retrain.add_argument("--parent", type=Path, required=True, help="checkpoint to prune")
+    retrain.add_argument("--lineage", required=True, help="chain directory of the ingredient")
+    retrain.add_argument("--phase", type=int, required=True)
+    retrain.add_argument("--index", type=int, required=True, help="ingredient index")
+    retrain.add_argument("--seed", type=int, required=True)
+
+    soup = commands.add_parser("soup", help="average ingredients and recalibrate BatchNorm")
+    _add_common(soup)
+    soup.add_argument("--method", required=True, help="uniform or greedy")
+    soup.add_argument("ingredients", type=Path, nargs="+")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of one checkpoint as JSON")
+    _add_common(evaluate)
+    evaluate.add_argument("--checkpoint", type=Path, required=True)
+
+    report = commands.add_parser("report", help="table and figure from metrics files")
+    report.add_argument("--out", type=Path, required=True, help="output directory")
+    report.add_argument("metrics", type=Path, nargs="+")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.command == "report":
+        from .reporting import write_report  # matplotlib and seaborn: only here
+
+        write_report(args.metrics, args.out)
+        return
+    settings = Settings.from_json(args.settings)
+    make_reproducible(args.threads)
+    if args.command == "prepare-data":
+        prepare_dataset(settings.data, args.out)
+    elif args.command == "pretrain":
+        steps.pretrain(settings, args.data, args.seed, args.out)
+    elif args.command == "retrain":
+        steps.retrain(
+            settings,
+            args.data,
+            args.parent,
+            args.lineage,
+            args.phase,
+            args.index,
+            args.seed,
+            args.out,
+        )
+    elif args.command == "soup":
+        steps.soup(settings, args.data, args.method, args.ingredients, args.out)
+    elif args.command == "evaluate":
+        steps.evaluate(settings, args.data, args.checkpoint, args.out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        run(args)
+    except (
+        SettingsError,
+        CheckpointError,
+        DataNotFoundError,
+        DivergenceError,
+        ValueError,
+    ) as error:
+        print(f"sparse-soups {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,123 @@
+"""Hyperparameters of one experiment, one dataclass per concern.
+
+The workflow validates `config/*.yaml` against `workflow/schemas/config.schema.yaml`
+(which fills in defaults) and hands each job the resolved settings of its experiment as
+JSON. The dataclass defaults here mirror the schema's so that the library can be used
+without Snakemake; `tests/test_config.py` keeps the two in agreement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """A settings file or dict that does not describe a valid experiment."""
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    dataset: str = "fashion_mnist"
+    root: str | None = None  # searched first for the raw files
+    download_root: str = "results/data/raw"  # where torchvision downloads as a last resort
+    validation_fraction: float = 0.1
+    split_seed: int = 0
+    train_subset: int | None = None  # use only this many training images (None: all)
+    crop_padding: int = 2
+    horizontal_flip: bool = True
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    name: str = "cnn"
+    width: int = 32
+
+
+@dataclass(frozen=True)
+class PretrainSettings:
+    epochs: int = 20
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    weight_decay: float = 5e-4
+    schedule: str = "linear"  # linear | cosine | step | constant
+    warmup_fraction: float = 0.0
+    step_milestones: tuple[float, ...] = (0.5, 0.75)  # fractions of training, for "step"
+    step_gamma: float = 0.1
+
+
+@dataclass(frozen=True)
+class PruneSettings:
+    sparsity: float = 0.9  # goal after the last phase
+    phases: int = 3
+
+
+@dataclass(frozen=True)
+class RetrainSettings:
+    epochs: int = 4
+    schedule: str = "llr"
+    warmup_fraction: float = 0.1
+
+
+@dataclass(frozen=True)
+class SoupSettings:
+    ingredients: int = 4  # m
+    methods: tuple[str, ...] = ("uniform", "greedy")
+    bn_recalibration_fraction: float = 0.2  # share of the training split forwarded
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that determines the results of one experiment (seeds aside)."""
+
+    name: str = "default"
+    seeds: tuple[int, ...] = (0,)
+    data: DataSettings = field(default_factory=DataSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+    pretrain: PretrainSettings = field(default_factory=PretrainSettings)
+    prune: PruneSettings = field(default_factory=PruneSettings)
+    retrain: RetrainSettings = field(default_factory=RetrainSettings)
+    soup: SoupSettings = field(default_factory=SoupSettings)
+    eval_batch_size: int = 1000
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Settings:
+        return _build(cls, raw, path="")
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> Settings:
+        try:
+            raw = json.loads(Path(path).read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise SettingsError(f"cannot read settings file {path}: {error}") from error
+        try:
+            return cls.from_dict(raw)
+        except SettingsError as error:
+            raise SettingsError(f"{path}: {error}") from error
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _build(cls: type, raw: dict[str, Any], path: str) -> Any:
+    """Construct nested frozen dataclasses, naming any unknown key by its dotted path."""
+    if not isinstance(raw, dict):
+        raise SettingsError(f"'{path or 'settings'}' must be a mapping, got {raw!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise SettingsError(f"unknown key '{path}{unknown[0]}' (expected one of {sorted(fields)})")
+    values = {}
+    for name, value in raw.items():
+        default = getattr(cls(), name)
+        if dataclasses.is_dataclass(default):
+            value = _build(type(default), value, f"{path}{name}.")
+        elif isinstance(default, tuple):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)

@@ -1,0 +1,207 @@
+"""Datasets: find the raw files, prepare them once, and serve whole batches from memory.
+
+`prepare_dataset` reads the raw files through torchvision's own loader, holds out a
+seeded validation split, and saves uint8 tensors in one small file. Training jobs load
+that file in a fraction of a second and keep every image in memory (on the GPU when
+training there); augmentation runs on whole batches, with no per-sample Python work.
+"""
+
+from __future__ import annotations
+
+import gzip
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from .checkpoints import atomic_torch_save, load_torch_file
+from .config import DataSettings
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+IDX_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+DATASETS = {"fashion_mnist": "FashionMNIST"}  # torchvision.datasets class names
+
+
+class DataNotFoundError(FileNotFoundError):
+    """None of the places the raw files may come from has them."""
+
+
+def _idx_file(directory: Path, name: str) -> Path | None:
+    for candidate in (directory / name, directory / f"{name}.gz"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def find_raw_dir(directory: Path) -> Path | None:
+    """`directory` itself or its torchvision layout (`FashionMNIST/raw`), if it has all files."""
+    for candidate in (directory, directory / "FashionMNIST" / "raw"):
+        if all(_idx_file(candidate, name) for name in IDX_FILES):
+            return candidate
+    return None
+
+
+def _stage_for_torchvision(raw_dir: Path, root: Path, folder: str) -> None:
+    """Lay out (and un-gzip) the IDX files where torchvision's loader reads them."""
+    target = root / folder / "raw"
+    target.mkdir(parents=True)
+    for name in IDX_FILES:
+        source = _idx_file(raw_dir, name)
+        opener = gzip.open if source.suffix == ".gz" else open
+        with opener(source, "rb") as src, open(target / name, "wb") as dst:
+            shutil.copyfileobj(src, dst)
+
+
+def _read_splits(dataset_class: type, root: Path) -> tuple[torch.Tensor, ...]:
+    train = dataset_class(str(root), train=True, download=False)
+    test = dataset_class(str(root), train=False, download=False)
+    return train.data, train.targets, test.data, test.targets
+
+
+def load_raw(settings: DataSettings) -> tuple[tuple[torch.Tensor, ...], str]:
+    """Train and test tensors, from the first source that has the files, and its name.
+
+    Order: `data.root` from the config, Debian's `dataset-fashion-mnist` package, then a
+    download by torchvision into `data.download_root`.
+    """
+    if settings.dataset not in DATASETS:
+        raise ValueError(f"data.dataset: unknown dataset '{settings.dataset}' (known: {sorted(DATASETS)})")
+    import torchvision  # only the prepare step needs it; it is slow to import
+
+    dataset_class = getattr(torchvision.datasets, DATASETS[settings.dataset])
+    searched = []
+    candidates = [Path(settings.root)] if settings.root else []
+    candidates.append(DEBIAN_FASHION_MNIST)
+    for directory in candidates:
+        searched.append(str(directory))
+        raw_dir = find_raw_dir(directory)
+        if raw_dir is not None:
+            with tempfile.TemporaryDirectory() as staging:
+                _stage_for_torchvision(raw_dir, Path(staging), dataset_class.__name__)
+                return _read_splits(dataset_class, Path(staging)), str(raw_dir)
+    download_root = Path(settings.download_root)
+    try:
+        dataset_class(str(download_root), train=True, download=True)
+        dataset_class(str(download_root), train=False, download=True)
+    except (OSError, RuntimeError) as error:  # URLError is an OSError
+        raise DataNotFoundError(
+            f"Fashion-MNIST not found: searched {', '.join(searched)} for {', '.join(IDX_FILES)} "
+            f"(optionally .gz), and torchvision could not download it into {download_root} "
+            f"({error}). Get it with `apt-get install dataset-fashion-mnist` (Debian/Ubuntu), "
+            "or download the four files and set `data.root` in the config to their directory."
+        ) from error
+    return _read_splits(dataset_class, download_root), f"torchvision download into {download_root}"
+
+
+def prepare_dataset(settings: DataSettings, out: Path) -> dict[str, object]:
+    """Split off a seeded validation set and save everything as uint8 tensors."""
+    (train_x, train_y, test_x, test_y), source = load_raw(settings)
+    generator = torch.Generator().manual_seed(settings.split_seed)
+    order = torch.randperm(len(train_x), generator=generator)
+    n_val = round(settings.validation_fraction * len(train_x))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    prepared = {
+        "train_images": train_x[train_idx].unsqueeze(1).contiguous(),
+        "train_labels": train_y[train_idx].clone(),
+        "val_images": train_x[val_idx].unsqueeze(1).contiguous(),
+        "val_labels": train_y[val_idx].clone(),
+        "test_images": test_x.unsqueeze(1).contiguous(),
+        "test_labels": test_y.clone(),
+        "num_classes": int(train_y.max()) + 1,
+        "source": source,
+    }
+    atomic_torch_save(prepared, out)
+    return prepared
+
+
+@dataclass
+class Split:
+    images: torch.Tensor  # float, normalized, (N, C, H, W)
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def head(self, fraction: float) -> Split:
+        n = max(1, round(fraction * len(self)))
+        return Split(self.images[:n], self.labels[:n])
+
+
+@dataclass
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    pad_value: float  # a black pixel after normalization, for crop padding
+
+    @property
+    def in_channels(self) -> int:
+        return self.train.images.shape[1]
+
+
+def load_prepared(path: Path, settings: DataSettings, device: torch.device | str = "cpu") -> Dataset:
+    """Load the prepared file, normalize with training statistics, move to `device`."""
+    raw = load_torch_file(path, what="prepared dataset")
+    train_images, train_labels = raw["train_images"], raw["train_labels"]
+    if settings.train_subset is not None:  # the split is already shuffled: a prefix is random
+        train_images, train_labels = (
+            train_images[: settings.train_subset],
+            train_labels[: settings.train_subset],
+        )
+    scaled = train_images.float() / 255
+    mean, std = scaled.mean().item(), scaled.std().item()
+
+    def split(images: torch.Tensor, labels: torch.Tensor) -> Split:
+        normalized = (images.float() / 255 - mean) / std
+        return Split(normalized.to(device), labels.long().to(device))
+
+    return Dataset(
+        train=split(train_images, train_labels),
+        val=split(raw["val_images"], raw["val_labels"]),
+        test=split(raw["test_images"], raw["test_labels"]),
+        num_classes=raw["num_classes"],
+        pad_value=-mean / std,
+    )
+
+
+def augment_batch(
+    images: torch.Tensor, padding: int, flip: bool, pad_value: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Random crop with `padding` pixels and random horizontal flip, for a whole batch."""
+    n, _, height, width = images.shape
+    if padding > 0:
+        padded = torch.nn.functional.pad(images, [padding] * 4, value=pad_value)
+        dy = torch.randint(0, 2 * padding + 1, (n, 1, 1), generator=generator).to(images.device)
+        dx = torch.randint(0, 2 * padding + 1, (n, 1, 1), generator=generator).to(images.device)
+        rows = (dy + torch.arange(height, device=images.device).view(1, -1, 1)).expand(n, height, width)
+        cols = (dx + torch.arange(width, device=images.device).view(1, 1, -1)).expand(n, height, width)
+        batch = torch.arange(n, device=images.device).view(n, 1, 1)
+        images = padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    if flip:
+        flipped = torch.rand(n, generator=generator).to(images.device) < 0.5
+        images = torch.where(flipped.view(n, 1, 1, 1), images.flip(-1), images)
+    return images.contiguous()
+
+
+def iterate_batches(
+    split: Split, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches in a random order when a generator is given, else in order."""
+    n = len(split)
+    if generator is None:
+        for start in range(0, n, batch_size):
+            yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
+        return
+    order = torch.randperm(n, generator=generator).to(split.labels.device)
+    for start in range(0, n, batch_size):
+        index = order[start : start + batch_size]
+        yield split.images[index], split.labels[index]

@@ -1,0 +1,91 @@
+"""The training loop shared by pretraining and every retrain.
+
+Retraining inherits the optimizer settings of pretraining (momentum, Nesterov, weight
+decay, batch size); only the length and the LR schedule differ. Masks are re-applied
+after every optimizer step, so pruned weights are exactly zero at every step whatever
+momentum and weight decay do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import DataSettings, PretrainSettings
+from .data import Dataset, augment_batch, iterate_batches
+from .pruning import Masks, apply_masks
+from .schedules import Schedule
+
+
+class DivergenceError(RuntimeError):
+    """The loss stopped being finite: no checkpoint is written."""
+
+
+def derive_seed(*parts: object) -> int:
+    """A stable 63-bit seed from any labels, e.g. (seed, "retrain", phase, ingredient)."""
+    digest = hashlib.sha256(repr(parts).encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def make_reproducible(threads: int) -> None:
+    """One process, one thread budget: parallel jobs must not oversubscribe the cores."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_loss: float
+    train_accuracy: float  # on the augmented batches of the last epoch
+
+
+def train(
+    model: nn.Module,
+    masks: Masks,
+    dataset: Dataset,
+    *,
+    optim: PretrainSettings,
+    peak_lr: float,
+    epochs: int,
+    schedule: Schedule,
+    seed: int,
+    augment: DataSettings,
+) -> TrainResult:
+    """SGD over `epochs` of the training split; `seed` fixes batch order and augmentation."""
+    generator = torch.Generator().manual_seed(seed)
+    optimizer = torch.optim.SGD(
+        model.parameters(),
+        lr=peak_lr,
+        momentum=optim.momentum,
+        nesterov=optim.nesterov,
+        weight_decay=optim.weight_decay,
+    )
+    total = epochs * math.ceil(len(dataset.train) / optim.batch_size)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step, total))
+    apply_masks(model, masks)
+    model.train()
+    step, loss = 0, torch.tensor(0.0)
+    for _ in range(epochs):
+        correct = seen = 0
+        for images, labels in iterate_batches(dataset.train, optim.batch_size, generator):
+            images = augment_batch(
+                images, augment.crop_padding, augment.horizontal_flip, dataset.pad_value, generator
+            )
+            logits = model(images)
+            loss = nn.functional.cross_entropy(logits, labels)
+            if not torch.isfinite(loss):
+                raise DivergenceError(f"loss is {loss.item()} at step {step} of {total}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            apply_masks(model, masks)
+            scheduler.step()
+            step += 1
+            correct += int((logits.argmax(1) == labels).sum())
+            seen += len(labels)
+    return TrainResult(steps=step, final_loss=loss.item(), train_accuracy=correct / max(seen, 1))

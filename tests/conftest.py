@@ -1,0 +1,81 @@
+"""Shared fixtures: a tiny dataset in the real IDX format that torchvision reads."""
+
+from __future__ import annotations
+
+import gzip
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from sparse_soups.config import DataSettings, Settings
+from sparse_soups.data import Dataset, load_prepared, prepare_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
+    """Write an unsigned-byte IDX file (magic 0x08, then big-endian dimension sizes)."""
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+
+
+def make_idx_dataset(
+    directory: Path, n_train: int = 600, n_test: int = 200, seed: int = 0, compress: bool = True
+) -> Path:
+    """Ten learnable classes: a bright square whose position encodes the label, plus noise."""
+    rng = np.random.default_rng(seed)
+    directory.mkdir(parents=True, exist_ok=True)
+
+    def images(labels: np.ndarray) -> np.ndarray:
+        out = rng.integers(0, 60, size=(len(labels), 28, 28))
+        for i, label in enumerate(labels):
+            row, col = divmod(int(label), 5)
+            out[i, 4 + 12 * row : 12 + 12 * row, 1 + 5 * col : 6 + 5 * col] += 180
+        return out.clip(0, 255)
+
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        labels = rng.integers(0, 10, size=n)
+        write_idx(directory / f"{prefix}-images-idx3-ubyte", images(labels), compress)
+        write_idx(directory / f"{prefix}-labels-idx1-ubyte", labels, compress)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def idx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_idx_dataset(tmp_path_factory.mktemp("idx"))
+
+
+@pytest.fixture(scope="session")
+def prepared_path(idx_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("prepared") / "data.pt"
+    prepare_dataset(DataSettings(root=str(idx_dir)), out)
+    return out
+
+
+@pytest.fixture()
+def tiny_settings(idx_dir: Path) -> Settings:
+    return Settings.from_dict(
+        {
+            "name": "tiny",
+            "data": {"root": str(idx_dir)},
+            "model": {"width": 4},
+            "pretrain": {"epochs": 2, "batch_size": 64},
+            "prune": {"sparsity": 0.75, "phases": 2},
+            "retrain": {"epochs": 1},
+            "soup": {"ingredients": 3, "bn_recalibration_fraction": 0.5},
+        }
+    )
+
+
+@pytest.fixture()
+def dataset(prepared_path: Path, tiny_settings: Settings) -> Dataset:
+    torch.manual_seed(0)
+    return load_prepared(prepared_path, tiny_settings.data)

@@ -1,0 +1,137 @@
+"""The smoke config through real Snakemake, on data written in the real IDX format."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sparse_soups import layout
+from sparse_soups.pruning import target_density
+from tests.conftest import REPO, make_idx_dataset
+
+
+def _write_smoke_config(directory: Path, idx_dir: Path) -> Path:
+    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    for experiment in config["experiments"].values():
+        experiment.setdefault("data", {})["root"] = str(idx_dir)
+    path = directory / "smoke.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _snakemake(directory: Path, *args: str, **kwargs) -> subprocess.CompletedProcess | subprocess.Popen:
+    command = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(directory),
+               "--configfile", str(directory / "smoke.yaml"), "--cores", "2", *args]  # fmt: skip
+    if kwargs.pop("background", False):
+        return subprocess.Popen(
+            command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+
+
+def _metrics(directory: Path) -> dict[str, str]:
+    return {
+        str(path.relative_to(directory)): path.read_text()
+        for path in sorted((directory / "results").rglob("metrics.json"))
+    }
+
+
+@pytest.fixture(scope="module")
+def smoke_config() -> dict:
+    return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def smoke_idx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_idx_dataset(tmp_path_factory.mktemp("smoke-idx"), n_train=800, n_test=300)
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, smoke_idx: Path) -> tuple[Path, str]:
+    directory = tmp_path_factory.mktemp("smoke-run")
+    _write_smoke_config(directory, smoke_idx)
+    dry = _snakemake(directory, "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert not (directory / "results").exists()  # a dry run computes nothing
+    run = _snakemake(directory)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return directory, dry.stdout + dry.stderr
+
+
+def test_dry_run_lists_every_job_before_any_runs(smoke_run, smoke_config) -> None:
+    _, dry_output = smoke_run
+    expected_models = 0
+    for experiment in smoke_config["experiments"].values():
+        soup = experiment["soup"]
+        dirs = layout.run_model_dirs(
+            experiment["prune"]["phases"],
+            soup.get("methods", ["uniform", "greedy"]),
+            soup["ingredients"],
+        )
+        expected_models += len(dirs) * len(experiment["seeds"])
+    counts = dict(
+        line.split()[:2] for line in dry_output.splitlines() if line.split()[:1] and line.split()[0] in
+        {"evaluate", "retrain", "soup", "pretrain", "report", "total"}
+    )  # fmt: skip
+    assert int(counts["evaluate"]) == expected_models
+    assert int(counts["pretrain"]) == 3  # one dense model per (experiment, seed)
+    assert int(counts["report"]) == 2
+
+
+def test_report_has_every_method_and_soups_have_their_phase_sparsity(smoke_run, smoke_config) -> None:
+    directory, _ = smoke_run
+    table = (directory / "results/smoke/report/table.md").read_text()
+    for row in ["Dense", "IMP", "SMS uniform", "SMS greedy", "Best ingredient (SMS uniform)",
+                "Mean ingredient (SMS greedy)"]:  # fmt: skip
+        assert f"| {row} " in table
+    assert "2 seed(s), mean ± std" in table
+    assert "SMS greedy" not in (directory / "results/smoke_uniform/report/table.md").read_text()
+    wide = pd.read_csv(directory / "results/smoke/report/table.csv")
+    assert list(wide.method) == [
+        "Dense", "IMP", "Best ingredient (SMS uniform)", "Mean ingredient (SMS uniform)",
+        "SMS uniform", "Best ingredient (SMS greedy)", "Mean ingredient (SMS greedy)", "SMS greedy",
+    ]  # fmt: skip
+    assert (directory / "results/smoke/report/accuracy_vs_sparsity.png").stat().st_size > 10_000
+    soups = 0
+    for path in (directory / "results").rglob("soup/metrics.json"):
+        metrics = json.loads(path.read_text())
+        experiment = smoke_config["experiments"][metrics["experiment"]]["prune"]
+        goal = 1 - target_density(experiment["sparsity"], experiment["phases"], metrics["phase"])
+        total = 1 / min(v for v in metrics["layer_sparsity"].values() if v > 0)  # resolution bound
+        assert abs(metrics["sparsity"] - goal) < 1e-3, path
+        assert metrics["sparsity"] == pytest.approx(metrics["target_sparsity"], abs=1e-3)
+        assert total > 0
+        soups += 1
+    assert soups == 2 * 2 * 2 + 1  # (uniform, greedy) x 2 phases x 2 seeds + smoke_uniform
+
+
+def test_second_run_does_nothing(smoke_run) -> None:
+    directory, _ = smoke_run
+    again = _snakemake(directory, "-n")
+    assert again.returncode == 0
+    assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_killed_run_restarts_and_gives_identical_metrics(smoke_run, smoke_idx, tmp_path: Path) -> None:
+    reference, _ = smoke_run
+    _write_smoke_config(tmp_path, smoke_idx)
+    process = _snakemake(tmp_path, background=True)
+    deadline = time.monotonic() + 300
+    target = tmp_path / "results/smoke/seed0/dense/phase1/ingredient0/model.pt"
+    while not target.exists() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # Snakemake and its running jobs, mid-job
+    process.wait()
+    assert not (tmp_path / "results/smoke/report/table.md").exists()
+    assert _snakemake(tmp_path, "--unlock").returncode == 0
+    resumed = _snakemake(tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert _metrics(tmp_path) == _metrics(reference)

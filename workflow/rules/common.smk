@@ -1,0 +1,64 @@
+# Config validation, the settings of each experiment, and the input functions that
+# encode the DAG: which checkpoint each retrain starts from, what each soup averages.
+import copy
+
+from sparse_soups import layout
+from sparse_soups.config import Settings
+from snakemake.utils import validate
+
+validate(config, "../schemas/config.schema.yaml")
+
+EXPERIMENTS = {
+    name: Settings.from_dict({"name": name, **copy.deepcopy(raw)})
+    for name, raw in config["experiments"].items()
+}
+RESOURCES = config["resources"]
+ENV = "../../envs/sparse-soups.yaml"
+RUN = "results/{experiment}/seed{seed}"
+
+
+wildcard_constraints:
+    experiment="|".join(EXPERIMENTS),
+    seed=r"\d+",
+    phase=r"\d+",
+    index=r"\d+",
+    lineage="|".join([layout.DENSE, layout.IMP, *layout.SOUP_METHODS]),
+    method="|".join(layout.SOUP_METHODS),
+
+
+def settings_of(wildcards) -> Settings:
+    return EXPERIMENTS[wildcards.experiment]
+
+
+def run_path(wildcards, model_dir: str, file: str = layout.MODEL_FILE) -> str:
+    return f"{layout.run_dir(wildcards.experiment, wildcards.seed)}/{model_dir}/{file}"
+
+
+def retrain_parent(wildcards) -> str:
+    parent = layout.retrain_parent_dir(wildcards.lineage, int(wildcards.phase))
+    return run_path(wildcards, parent)
+
+
+def soup_ingredients(wildcards) -> list[str]:
+    m = settings_of(wildcards).soup.ingredients
+    phase = int(wildcards.phase)
+    return [
+        run_path(wildcards, layout.ingredient_dir(wildcards.method, phase, i))
+        for i in range(m)
+    ]
+
+
+def experiment_metrics(wildcards) -> list[str]:
+    settings = settings_of(wildcards)
+    model_dirs = layout.run_model_dirs(
+        settings.prune.phases, settings.soup.methods, settings.soup.ingredients
+    )
+    return [
+        f"{layout.run_dir(wildcards.experiment, seed)}/{model_dir}/{layout.METRICS_FILE}"
+        for seed in settings.seeds
+        for model_dir in model_dirs
+    ]
+
+
+def all_reports() -> list[str]:
+    return [f"results/{name}/report/table.md" for name in EXPERIMENTS]

@@ -1,0 +1,38 @@
+rule settings:
+    """The validated settings of one experiment, with defaults filled in, as JSON.
+
+    Every job reads its settings from here, so changing an experiment's config reruns
+    that experiment's jobs and no others.
+    """
+    output:
+        "results/{experiment}/settings.json",
+    log:
+        "results/{experiment}/logs/settings.log",
+    localrule: True
+    params:
+        settings=lambda wildcards: settings_of(wildcards).to_dict(),
+    run:
+        from sparse_soups.checkpoints import write_json
+
+        write_json(params.settings, output[0])
+
+
+rule prepare_data:
+    """Find the raw files, hold out the validation split, save as one compact file."""
+    input:
+        settings="results/{experiment}/settings.json",
+    output:
+        "results/{experiment}/data.pt",
+    log:
+        "results/{experiment}/logs/prepare_data.log",
+    benchmark:
+        "results/{experiment}/benchmarks/prepare_data.tsv"
+    conda:
+        ENV
+    threads: RESOURCES["light"]["threads"]
+    resources:
+        mem_mb=RESOURCES["light"]["mem_mb"],
+        runtime=RESOURCES["light"]["runtime"],
+    shell:
+        "sparse-soups prepare-data --settings {input.settings} --threads {threads}"
+        " --out {output} > {log} 2>&1"
