@@ -31,7 +31,7 @@ def test_llr_through_torch_scheduler_gives_peak_times_factor() -> None:
     assert rates[0] == pytest.approx(0.1)  # warm-up of 2 steps: 0.1, 0.2
     assert max(rates) == pytest.approx(0.2)
     assert rates[11] == pytest.approx(0.2 * (1 - 9 / 18))
-    assert all(a >= b for a, b in itertools.pairwise(rates))
+    assert all(a >= b for a, b in itertools.pairwise(rates[1:]))  # after warm-up
 
 
 @pytest.mark.parametrize(

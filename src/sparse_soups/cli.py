@@ -17,7 +17,7 @@ from . import __version__, steps
 from .checkpoints import CheckpointError
 from .config import Settings, SettingsError
 from .data import DataNotFoundError, prepare_dataset
-from .training import DivergenceError, make_reproducible
+from .training import DivergenceError, make_reproducible, pick_device
 
 
 def _add_common(parser: argparse.ArgumentParser, data: bool = True) -> None:
@@ -25,6 +25,7 @@ def _add_common(parser: argparse.ArgumentParser, data: bool = True) -> None:
     if data:
         parser.add_argument("--data", type=Path, required=True, help="prepared dataset file")
     parser.add_argument("--threads", type=int, default=1, help="torch threads for this job")
+    parser.add_argument("--device", default="auto", help="auto (GPU if present), cpu, cuda, cuda:N")
     parser.add_argument("--out", type=Path, required=True, help="file to write")
 
 
@@ -71,10 +72,11 @@ def run(args: argparse.Namespace) -> None:
         return
     settings = Settings.from_json(args.settings)
     make_reproducible(args.threads)
+    device = pick_device(args.device)
     if args.command == "prepare-data":
         prepare_dataset(settings.data, args.out)
     elif args.command == "pretrain":
-        steps.pretrain(settings, args.data, args.seed, args.out)
+        steps.pretrain(settings, args.data, args.seed, args.out, device)
     elif args.command == "retrain":
         steps.retrain(
             settings,
@@ -85,11 +87,12 @@ def run(args: argparse.Namespace) -> None:
             args.index,
             args.seed,
             args.out,
+            device,
         )
     elif args.command == "soup":
-        steps.soup(settings, args.data, args.method, args.ingredients, args.out)
+        steps.soup(settings, args.data, args.method, args.ingredients, args.out, device)
     elif args.command == "evaluate":
-        steps.evaluate(settings, args.data, args.checkpoint, args.out)
+        steps.evaluate(settings, args.data, args.checkpoint, args.out, device)
 
 
 def main(argv: list[str] | None = None) -> int:

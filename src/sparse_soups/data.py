@@ -144,6 +144,10 @@ class Dataset:
     pad_value: float  # a black pixel after normalization, for crop padding
 
     @property
+    def device(self) -> torch.device:
+        return self.train.images.device
+
+    @property
     def in_channels(self) -> int:
         return self.train.images.shape[1]
 

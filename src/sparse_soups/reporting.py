@@ -69,7 +69,8 @@ def method_results(records: list[dict]) -> pd.DataFrame:
         runs.setdefault((record["experiment"], record["seed"]), {})[record["model_dir"]] = record
     for (experiment, seed), by_dir in sorted(runs.items()):
         phases = max(r["phase"] for r in by_dir.values())
-        methods = sorted({r["method"] for r in by_dir.values() if r["kind"] == "soup"})
+        present = {r["method"] for r in by_dir.values() if r["kind"] == "soup"}
+        methods = [m for m in layout.SOUP_METHODS if m in present]
         run_rows = []
         if layout.DENSE in by_dir:
             run_rows.append(_row(DENSE_ROW, 0, by_dir[layout.DENSE]))

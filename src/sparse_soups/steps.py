@@ -26,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def _model(settings: Settings, dataset: Dataset) -> nn.Module:
-    return build_model(settings.model, dataset.in_channels, dataset.num_classes)
+    model = build_model(settings.model, dataset.in_channels, dataset.num_classes)
+    return model.to(dataset.device)
 
 
 def _load_model(settings: Settings, dataset: Dataset, checkpoint: Checkpoint, path: Path) -> nn.Module:
@@ -45,9 +46,9 @@ def _meta(settings: Settings, seed: int, model_dir: str, **fields: Any) -> dict[
     return {"experiment": settings.name, "seed": seed, "model_dir": model_dir, **fields}
 
 
-def pretrain(settings: Settings, data: Path, seed: int, out: Path) -> Checkpoint:
+def pretrain(settings: Settings, data: Path, seed: int, out: Path, device: str = "cpu") -> Checkpoint:
     """Train the dense model from a seeded initialization."""
-    dataset = load_prepared(data, settings.data)
+    dataset = load_prepared(data, settings.data, device)
     torch.manual_seed(derive_seed(seed, "init"))
     model = _model(settings, dataset)
     masks = dense_masks(model)
@@ -78,17 +79,18 @@ def retrain(
     index: int,
     seed: int,
     out: Path,
+    device: str = "cpu",
 ) -> Checkpoint:
     """Prune the parent to this phase's density, then retrain it with the LLR schedule.
 
     Pruning is deterministic given the parent, so all m ingredients of a phase share one
     mask; they differ only by the seed of batch order and augmentation.
     """
-    dataset = load_prepared(data, settings.data)
+    dataset = load_prepared(data, settings.data, device)
     start = Checkpoint.load(parent)
     model = _load_model(settings, dataset, start, parent)
     density = target_density(settings.prune.sparsity, settings.prune.phases, phase)
-    masks = global_magnitude_masks(model, start.masks, density)
+    masks = global_magnitude_masks(model, {k: m.to(dataset.device) for k, m in start.masks.items()}, density)
     result = train(
         model,
         masks,
@@ -111,9 +113,11 @@ def retrain(
     return checkpoint
 
 
-def soup(settings: Settings, data: Path, method: str, ingredients: list[Path], out: Path) -> Checkpoint:
+def soup(
+    settings: Settings, data: Path, method: str, ingredients: list[Path], out: Path, device: str = "cpu"
+) -> Checkpoint:
     """Average the ingredients (uniformly, or the greedy subset) and recalibrate BN."""
-    dataset = load_prepared(data, settings.data)
+    dataset = load_prepared(data, settings.data, device)
     loaded = [Checkpoint.load(path) for path in ingredients]
     phases = {c.meta.get("phase") for c in loaded}
     if len(phases) != 1:
@@ -154,9 +158,11 @@ def soup(settings: Settings, data: Path, method: str, ingredients: list[Path], o
     return checkpoint
 
 
-def evaluate(settings: Settings, data: Path, checkpoint_path: Path, out: Path) -> dict[str, Any]:
+def evaluate(
+    settings: Settings, data: Path, checkpoint_path: Path, out: Path, device: str = "cpu"
+) -> dict[str, Any]:
     """Metrics of one checkpoint, with its identity, as a small JSON file."""
-    dataset = load_prepared(data, settings.data)
+    dataset = load_prepared(data, settings.data, device)
     checkpoint = Checkpoint.load(checkpoint_path)
     model = _load_model(settings, dataset, checkpoint, checkpoint_path)
     metrics = {**checkpoint.meta, **model_metrics(model, dataset, settings.eval_batch_size)}

@@ -31,6 +31,15 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def pick_device(requested: str = "auto") -> str:
+    """`auto`: the GPU when there is one. Data, model and augmentation all live there."""
+    if requested == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {requested}: no CUDA device is available")
+    return requested
+
+
 def make_reproducible(threads: int) -> None:
     """One process, one thread budget: parallel jobs must not oversubscribe the cores."""
     torch.set_num_threads(threads)

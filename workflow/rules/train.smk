@@ -11,10 +11,10 @@ rule pretrain:
         f"{RUN}/benchmarks/pretrain.tsv"
     conda:
         ENV
-    threads: RESOURCES["train"]["threads"]
+    threads: RESOURCES["pretrain"]["threads"]
     resources:
-        mem_mb=RESOURCES["train"]["mem_mb"],
-        runtime=RESOURCES["train"]["runtime"],
+        mem_mb=RESOURCES["pretrain"]["mem_mb"],
+        runtime=RESOURCES["pretrain"]["runtime"],
     shell:
         "sparse-soups pretrain --settings {input.settings} --data {input.data}"
         " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
