@@ -1,9 +1,18 @@
 # Sparse Model Soups: pretraining, IMP phases with m retrained ingredients each, soups,
 # baselines, evaluation and report. `snakemake --cores 8` runs config/config.yaml;
 # rules, schema and report captions live in workflow/, the library in src/sparse_soups.
+import os
+import sys
+
 from snakemake.utils import min_version
 
 min_version("9.0")
+
+# Jobs run the library of this checkout, installed or not (a conda environment made
+# from envs/ holds only its dependencies); jobs on other hosts inherit the variable.
+SRC = os.path.join(workflow.basedir, "src")
+sys.path.insert(0, SRC)
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
 
 
 # The embedded default, unless --configfile names another: a config file given on the

@@ -34,5 +34,5 @@ rule prepare_data:
         mem_mb=RESOURCES["light"]["mem_mb"],
         runtime=RESOURCES["light"]["runtime"],
     shell:
-        "sparse-soups prepare-data --settings {input.settings} --threads {threads}"
+        "python -m sparse_soups prepare-data --settings {input.settings} --threads {threads}"
         " --out {output} > {log} 2>&1"

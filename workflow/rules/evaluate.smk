@@ -17,5 +17,5 @@ rule evaluate:
         mem_mb=RESOURCES["light"]["mem_mb"],
         runtime=RESOURCES["light"]["runtime"],
     shell:
-        "sparse-soups evaluate --settings {input.settings} --data {input.data}"
+        "python -m sparse_soups evaluate --settings {input.settings} --data {input.data}"
         " --checkpoint {input.checkpoint} --threads {threads} --out {output} > {log} 2>&1"

@@ -25,5 +25,5 @@ rule report:
         mem_mb=RESOURCES["light"]["mem_mb"],
         runtime=RESOURCES["light"]["runtime"],
     shell:
-        "sparse-soups report --out results/{wildcards.experiment}/report"
+        "python -m sparse_soups report --out results/{wildcards.experiment}/report"
         " {input.metrics} > {log} 2>&1"

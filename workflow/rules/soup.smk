@@ -18,6 +18,6 @@ rule soup:
         mem_mb=RESOURCES["light"]["mem_mb"],
         runtime=RESOURCES["light"]["runtime"],
     shell:
-        "sparse-soups soup --settings {input.settings} --data {input.data}"
+        "python -m sparse_soups soup --settings {input.settings} --data {input.data}"
         " --method {wildcards.method} --threads {threads} --out {output}"
         " {input.ingredients} > {log} 2>&1"

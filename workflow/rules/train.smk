@@ -16,7 +16,7 @@ rule pretrain:
         mem_mb=RESOURCES["pretrain"]["mem_mb"],
         runtime=RESOURCES["pretrain"]["runtime"],
     shell:
-        "sparse-soups pretrain --settings {input.settings} --data {input.data}"
+        "python -m sparse_soups pretrain --settings {input.settings} --data {input.data}"
         " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -43,7 +43,7 @@ rule retrain:
         mem_mb=RESOURCES["train"]["mem_mb"],
         runtime=RESOURCES["train"]["runtime"],
     shell:
-        "sparse-soups retrain --settings {input.settings} --data {input.data}"
+        "python -m sparse_soups retrain --settings {input.settings} --data {input.data}"
         " --parent {input.parent} --lineage {wildcards.lineage} --phase {wildcards.phase}"
         " --index {wildcards.index} --seed {wildcards.seed} --threads {threads}"
         " --out {output} > {log} 2>&1"
