@@ -139,7 +139,7 @@ def wide_csv(summary: pd.DataFrame) -> pd.DataFrame:
 def accuracy_figure(results: pd.DataFrame, path: Path) -> None:
     """Test accuracy against sparsity, one line per method (mean and sd over seeds)."""
     experiments = list(dict.fromkeys(results.experiment))
-    fig, axes = plt.subplots(1, len(experiments), figsize=(6.5 * len(experiments), 4.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(experiments), figsize=(9 * len(experiments), 4.5), squeeze=False)
     for ax, experiment in zip(axes[0], experiments, strict=True):
         part = results[results.experiment == experiment].copy()
         part["sparsity (%)"] = (100 * part.sparsity).round(1)
@@ -152,7 +152,7 @@ def accuracy_figure(results: pd.DataFrame, path: Path) -> None:
         if not dense.empty:
             ax.axhline(dense["test accuracy (%)"].mean(), color="grey", ls="--", lw=1, label="Dense")
         ax.set_title(experiment)
-        ax.legend(fontsize="small")
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=150)
