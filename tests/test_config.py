@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparse_soups.config import Settings, SettingsError
+from sparse_soups.config import Settings, SettingsError, config_problems
 from tests.conftest import REPO
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -61,22 +61,101 @@ def _dry_run(config: dict, tmp_path: Path) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+BAD_EXPERIMENTS = [
+    ({"prune": {"sparsity": 1.0}}, "experiments.bad.prune.sparsity: 1.0 is greater than or equal"),
+    ({"prune": {"sparsity": -0.1}}, "experiments.bad.prune.sparsity: -0.1 is less than the minimum"),
+    ({"prune": {"phases": 0}}, "experiments.bad.prune.phases: 0 is less than the minimum of 1"),
+    ({"prune": {"phases": 2.5}}, "experiments.bad.prune.phases: 2.5 is not of type 'integer'"),
+    ({"soup": {"ingredients": 0}}, "experiments.bad.soup.ingredients: 0 is less than the minimum"),
+    ({"soup": {"ingredients": "four"}}, "experiments.bad.soup.ingredients: 'four' is not of type"),
+    ({"soup": {"methods": ["soupy"]}}, "experiments.bad.soup.methods[0]: 'soupy' is not one of"),
+    (
+        {"soup": {"methods": ["greedy", "greedy"]}},
+        "experiments.bad.soup.methods: ['greedy', 'greedy'] has non-unique",
+    ),
+    (
+        {"soup": {"bn_recalibration_fraction": 0}},
+        "experiments.bad.soup.bn_recalibration_fraction: 0 is less than",
+    ),
+    ({"data": {"dataset": "imagenet22k"}}, "experiments.bad.data.dataset: 'imagenet22k' is not one of"),
+    ({"data": {"validation_fraction": 1.0}}, "experiments.bad.data.validation_fraction: 1.0 is greater"),
+    ({"data": {"train_subset": 0}}, "experiments.bad.data.train_subset: 0 is less than the minimum"),
+    (
+        {"data": {"root": "/no/such/directory"}},
+        "experiments.bad.data.root: directory '/no/such/directory' does not exist",
+    ),
+    (
+        {"data": {"horizontal_flip": "yes"}},
+        "experiments.bad.data.horizontal_flip: 'yes' is not of type 'boolean'",
+    ),
+    ({"model": {"name": "resnet9000"}}, "experiments.bad.model.name: 'resnet9000' is not one of"),
+    ({"model": {"width": 0}}, "experiments.bad.model.width: 0 is less than the minimum"),
+    (
+        {"pretrain": {"schedule": "exponential"}},
+        "experiments.bad.pretrain.schedule: 'exponential' is not one of",
+    ),
+    ({"pretrain": {"lr": 0}}, "experiments.bad.pretrain.lr: 0 is less than or equal to the minimum"),
+    ({"pretrain": {"momentum": 1.5}}, "experiments.bad.pretrain.momentum: 1.5 is greater than the maximum"),
+    ({"pretrain": {"epochs": "ten"}}, "experiments.bad.pretrain.epochs: 'ten' is not of type 'integer'"),
+    (
+        {"pretrain": {"step_milestones": [0.5, 1.5]}},
+        "experiments.bad.pretrain.step_milestones[1]: 1.5 is greater",
+    ),
+    ({"retrain": {"schedule": "sgdr"}}, "experiments.bad.retrain.schedule: 'sgdr' is not one of"),
+    ({"retrain": {"epochs": -1}}, "experiments.bad.retrain.epochs: -1 is less than the minimum"),
+    (
+        {"retrian": {"epochs": 2}},
+        "experiments.bad: Additional properties are not allowed ('retrian' was unexpected)",
+    ),
+    ({"seeds": []}, "experiments.bad.seeds: [] should be non-empty"),
+    ({"seeds": [0, 0]}, "experiments.bad.seeds: [0, 0] has non-unique elements"),
+    ({"eval_batch_size": 0}, "experiments.bad.eval_batch_size: 0 is less than the minimum"),
+]
+
+
+@pytest.mark.parametrize(("experiment", "message"), BAD_EXPERIMENTS)
+def test_each_bad_experiment_is_named_with_key_value_and_expectation(experiment: dict, message: str) -> None:
+    problems = config_problems({"experiments": {"bad": experiment}}, SCHEMA)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(message), problems[0]
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({}, "'experiments' is a required property"),
+        ({"experiments": {}}, "experiments: {} should be non-empty"),
+        ({"experiments": {"bad name!": {}}}, "experiments: 'bad name!' does not match"),
+        (
+            {"experiments": {"x": {}}, "resources": {"train": {"threads": 0}}},
+            "resources.train.threads: 0 is less",
+        ),
+        ({"experiments": {"x": {}}, "resouces": {}}, "Additional properties are not allowed ('resouces'"),
+    ],
+)
+def test_bad_top_level_config_is_named(config: dict, message: str) -> None:
+    problems = config_problems(config, SCHEMA)
+    assert any(message in problem for problem in problems), problems
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    config = {"experiments": {"a": {"prune": {"phases": 0}}, "b": {"soup": {"ingredients": 0}}}}
+    assert len(config_problems(config, SCHEMA)) == 2
+
+
 @pytest.mark.parametrize(
     ("experiment", "named"),
     [
-        ({"prune": {"sparsity": 1.5}}, "['prune']['sparsity']"),
-        ({"prune": {"phases": 0}}, "['prune']['phases']"),
-        ({"soup": {"ingredients": "four"}}, "['soup']['ingredients']"),
-        ({"pretrain": {"schedule": "exponential"}}, "['pretrain']['schedule']"),
+        ({"prune": {"sparsity": 1.5}}, "experiments.bad.prune.sparsity: 1.5"),
         ({"retrian": {"epochs": 2}}, "'retrian' was unexpected"),
+        ({"data": {"root": "/no/such/directory"}}, "experiments.bad.data.root"),
     ],
 )
-def test_bad_config_is_rejected_before_any_job_naming_the_key(
-    experiment: dict, named: str, tmp_path: Path
-) -> None:
+def test_snakemake_rejects_bad_config_before_any_job(experiment: dict, named: str, tmp_path: Path) -> None:
     result = _dry_run({"experiments": {"bad": experiment}}, tmp_path)
     assert result.returncode != 0
-    assert named in result.stderr + result.stdout
+    output = result.stdout + result.stderr
+    assert "Invalid config" in output and named in output
     assert not (tmp_path / "results").exists()
 
 

@@ -62,12 +62,12 @@ def test_missing_data_fails_with_instructions(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
     # a mirror on the loopback interface that refuses connections: the download fails fast
     monkeypatch.setattr(torchvision.datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])
-    settings = DataSettings(root=str(tmp_path / "empty"), download_root=str(tmp_path / "dl"))
+    settings = DataSettings(root=None, download_root=str(tmp_path / "dl"))
     with pytest.raises(DataNotFoundError) as error:
         prepare_dataset(settings, tmp_path / "out.pt")
     message = str(error.value)
     assert "apt-get install dataset-fashion-mnist" in message
-    assert "data.root" in message and str(tmp_path / "empty") in message
+    assert "data.root" in message and str(tmp_path / "no-debian-package") in message
     assert not (tmp_path / "out.pt").exists()
 
 

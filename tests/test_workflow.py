@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from sparse_soups import layout
+from sparse_soups.checkpoints import sha256
 from sparse_soups.pruning import target_density
 from tests.conftest import REPO, make_idx_dataset
 
@@ -111,6 +113,20 @@ def test_report_has_every_method_and_soups_have_their_phase_sparsity(smoke_run, 
         assert total > 0
         soups += 1
     assert soups == 2 * 2 * 2 + 1  # (uniform, greedy) x 2 phases x 2 seeds + smoke_uniform
+
+
+def test_metrics_carry_checksums_and_runs_carry_provenance(smoke_run) -> None:
+    directory, _ = smoke_run
+    for path in (directory / "results").rglob("metrics.json"):
+        record = json.loads(path.read_text())
+        assert record["checkpoint_sha256"] == sha256(path.with_name("model.pt")), path
+    for experiment in ("smoke", "smoke_uniform"):
+        provenance = json.loads((directory / f"results/{experiment}/provenance.json").read_text())
+        settings = json.loads((directory / f"results/{experiment}/settings.json").read_text())
+        assert provenance["settings"] == settings
+        assert provenance["seeds"] == settings["seeds"]
+        assert provenance["packages"]["torch"] == importlib.metadata.version("torch")
+        assert len(provenance["git"]["commit"]) == 40
 
 
 def test_second_run_does_nothing(smoke_run) -> None:

@@ -8,10 +8,11 @@ with `weights_only=True` so a file can never run code.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import os
 import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,15 @@ class CheckpointError(RuntimeError):
     """A file that is missing, truncated, or not what the step expects."""
 
 
-def _atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+def _write_bytes(path: str, data: bytes) -> None:
+    with open(path, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write to a temporary file beside `path`, then rename: readers see all or nothing."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
@@ -34,9 +43,7 @@ def _atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would hide results from group members
     try:
-        write(tmp)
-        with open(tmp, "rb") as handle:
-            os.fsync(handle.fileno())
+        _write_bytes(tmp, data)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -44,14 +51,23 @@ def _atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 
 
 def atomic_torch_save(obj: Any, path: str | Path) -> None:
-    _atomic_write(path, lambda tmp: torch.save(obj, tmp))
+    """Serialized in memory first: torch.save names the archive after the file it writes,
+    so saving to a temporary name would make identical checkpoints differ byte-wise."""
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
 
 
 def write_json(obj: Any, path: str | Path) -> None:
-    def dump(tmp: str) -> None:
-        Path(tmp).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
 
-    _atomic_write(path, dump)
+
+def sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import jsonschema
+import yaml
+
 
 class SettingsError(ValueError):
     """A settings file or dict that does not describe a valid experiment."""
@@ -121,3 +124,23 @@ def _build(cls: type, raw: dict[str, Any], path: str) -> Any:
             value = tuple(value)
         values[name] = value
     return cls(**values)
+
+
+def config_problems(config: dict[str, Any], schema_path: str | Path) -> list[str]:
+    """Every problem of a workflow config, one line each, naming the key and its value.
+
+    Checks the JSON schema (types, ranges, known names, no unknown keys) and that
+    paths which must exist do. Runs before any job, so a typo never costs a run.
+    """
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    problems = [
+        f"{error.json_path.removeprefix('$.')}: {error.message}"
+        for error in sorted(validator.iter_errors(config), key=lambda e: e.json_path)
+    ]
+    experiments = config.get("experiments") if isinstance(config, dict) else None
+    for name, experiment in (experiments or {}).items():
+        root = (experiment or {}).get("data", {}).get("root") if isinstance(experiment, dict) else None
+        if isinstance(root, str) and not Path(root).is_dir():
+            problems.append(f"experiments.{name}.data.root: directory '{root}' does not exist")
+    return problems

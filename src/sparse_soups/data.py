@@ -56,8 +56,24 @@ def _stage_for_torchvision(raw_dir: Path, root: Path, folder: str) -> None:
     for name in IDX_FILES:
         source = _idx_file(raw_dir, name)
         opener = gzip.open if source.suffix == ".gz" else open
-        with opener(source, "rb") as src, open(target / name, "wb") as dst:
-            shutil.copyfileobj(src, dst)
+        try:
+            with opener(source, "rb") as src, open(target / name, "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        except (OSError, EOFError) as error:  # truncated or corrupt archive
+            raise DataError(f"cannot read {source}: {error}") from error
+
+
+class DataError(ValueError):
+    """A raw data file that exists but cannot be read."""
+
+
+def _read_raw_dir(dataset_class: type, raw_dir: Path) -> tuple[torch.Tensor, ...]:
+    with tempfile.TemporaryDirectory() as staging:
+        _stage_for_torchvision(raw_dir, Path(staging), dataset_class.__name__)
+        try:
+            return _read_splits(dataset_class, Path(staging))
+        except Exception as error:  # torchvision's IDX parser asserts on bad headers
+            raise DataError(f"the IDX files in {raw_dir} cannot be read ({error!r})") from error
 
 
 def _read_splits(dataset_class: type, root: Path) -> tuple[torch.Tensor, ...]:
@@ -77,16 +93,21 @@ def load_raw(settings: DataSettings) -> tuple[tuple[torch.Tensor, ...], str]:
     import torchvision  # only the prepare step needs it; it is slow to import
 
     dataset_class = getattr(torchvision.datasets, DATASETS[settings.dataset])
-    searched = []
-    candidates = [Path(settings.root)] if settings.root else []
-    candidates.append(DEBIAN_FASHION_MNIST)
-    for directory in candidates:
-        searched.append(str(directory))
-        raw_dir = find_raw_dir(directory)
-        if raw_dir is not None:
-            with tempfile.TemporaryDirectory() as staging:
-                _stage_for_torchvision(raw_dir, Path(staging), dataset_class.__name__)
-                return _read_splits(dataset_class, Path(staging)), str(raw_dir)
+    if settings.root:  # named in the config: use it or say what it lacks, never skip it
+        root = Path(settings.root)
+        raw_dir = find_raw_dir(root)
+        if raw_dir is None:
+            missing = [name for name in IDX_FILES if _idx_file(root, name) is None]
+            raise DataNotFoundError(
+                f"data.root {root} lacks {', '.join(missing)} (or their .gz): point it at a "
+                "directory with all four Fashion-MNIST files, or set it to null to use the "
+                "Debian package or a download"
+            )
+        return _read_raw_dir(dataset_class, raw_dir), str(raw_dir)
+    searched = [str(DEBIAN_FASHION_MNIST)]
+    raw_dir = find_raw_dir(DEBIAN_FASHION_MNIST)
+    if raw_dir is not None:
+        return _read_raw_dir(dataset_class, raw_dir), str(raw_dir)
     download_root = Path(settings.download_root)
     try:
         dataset_class(str(download_root), train=True, download=True)

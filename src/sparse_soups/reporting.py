@@ -14,6 +14,7 @@ import matplotlib
 import pandas as pd
 
 from . import layout
+from .checkpoints import sha256
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
@@ -22,13 +23,30 @@ import seaborn as sns
 DENSE_ROW = "Dense"
 
 
+REQUIRED_FIELDS = (
+    "experiment", "seed", "model_dir", "kind", "phase", "sparsity",
+    "test_accuracy", "validation_accuracy", "checkpoint_sha256",
+)  # fmt: skip
+
+
 def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
+    """Read metrics files, refusing incomplete ones and ones whose checkpoint changed since."""
     records = []
-    for path in paths:
+    for path in map(Path, paths):
         try:
-            records.append(json.loads(Path(path).read_text()))
+            record = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
             raise ValueError(f"cannot read metrics file {path}: {error}") from error
+        missing = [field for field in REQUIRED_FIELDS if field not in record]
+        if missing:
+            raise ValueError(f"metrics file {path} lacks the fields {missing}")
+        checkpoint = path.with_name(layout.MODEL_FILE)
+        if checkpoint.exists() and sha256(checkpoint) != record["checkpoint_sha256"]:
+            raise ValueError(
+                f"metrics file {path} describes another checkpoint than {checkpoint} "
+                "(checksums differ): rerun its evaluation"
+            )
+        records.append(record)
     return records
 
 

@@ -19,7 +19,7 @@ StateDict = dict[str, torch.Tensor]
 
 
 class MaskMismatchError(ValueError):
-    """Ingredients with different masks: their average would not be sparse."""
+    """Ingredients with different masks or architectures: no sparse average exists."""
 
 
 def average_state_dicts(states: Sequence[StateDict], masks: Sequence[Masks]) -> StateDict:
@@ -30,6 +30,10 @@ def average_state_dicts(states: Sequence[StateDict], masks: Sequence[Masks]) -> 
     """
     if not states:
         raise ValueError("a soup needs at least one ingredient")
+    shapes = {key: value.shape for key, value in states[0].items()}
+    for index, state in enumerate(states[1:], start=1):
+        if {key: value.shape for key, value in state.items()} != shapes:
+            raise MaskMismatchError(f"ingredient {index} has a different architecture than ingredient 0")
     for index, other in enumerate(masks[1:], start=1):
         if not masks_equal(masks[0], other):
             raise MaskMismatchError(

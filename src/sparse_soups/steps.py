@@ -12,13 +12,13 @@ import torch
 from torch import nn
 
 from . import layout
-from .checkpoints import Checkpoint, CheckpointError, write_json
+from .checkpoints import Checkpoint, CheckpointError, sha256, write_json
 from .config import Settings
 from .data import Dataset, load_prepared
 from .evaluation import accuracy, model_metrics
 from .models import build_model
-from .pruning import dense_masks, global_magnitude_masks, target_density
-from .schedules import pretrain_schedule, retrain_schedule
+from .pruning import Masks, dense_masks, global_magnitude_masks, target_density
+from .schedules import Schedule, pretrain_schedule, retrain_schedule
 from .soups import average_state_dicts, greedy_selection, recalibrate_batchnorm
 from .training import derive_seed, train
 
@@ -46,28 +46,43 @@ def _meta(settings: Settings, seed: int, model_dir: str, **fields: Any) -> dict[
     return {"experiment": settings.name, "seed": seed, "model_dir": model_dir, **fields}
 
 
+def _train_and_save(
+    settings: Settings,
+    model: nn.Module,
+    masks: Masks,
+    dataset: Dataset,
+    *,
+    epochs: int,
+    schedule: Schedule,
+    seed: int,
+    meta: dict[str, Any],
+    out: Path,
+) -> Checkpoint:
+    """Retraining uses pretraining's optimizer settings and peak LR; only the length,
+    the schedule and the seed differ."""
+    result = train(
+        model, masks, dataset, optim=settings.pretrain, peak_lr=settings.pretrain.lr,
+        epochs=epochs, schedule=schedule, seed=seed, augment=settings.data,
+    )  # fmt: skip
+    log.info("trained %s for %d steps, final loss %.4f", meta["model_dir"], result.steps, result.final_loss)
+    checkpoint = Checkpoint(model.state_dict(), masks, meta)
+    checkpoint.save(out)
+    return checkpoint
+
+
 def pretrain(settings: Settings, data: Path, seed: int, out: Path, device: str = "cpu") -> Checkpoint:
     """Train the dense model from a seeded initialization."""
     dataset = load_prepared(data, settings.data, device)
     torch.manual_seed(derive_seed(seed, "init"))
     model = _model(settings, dataset)
-    masks = dense_masks(model)
-    result = train(
-        model,
-        masks,
-        dataset,
-        optim=settings.pretrain,
-        peak_lr=settings.pretrain.lr,
+    return _train_and_save(
+        settings, model, dense_masks(model), dataset,
         epochs=settings.pretrain.epochs,
         schedule=pretrain_schedule(settings.pretrain),
         seed=derive_seed(seed, "pretrain"),
-        augment=settings.data,
-    )
-    log.info("pretrained %d steps, final loss %.4f", result.steps, result.final_loss)
-    meta = _meta(settings, seed, layout.DENSE, kind="dense", phase=0, target_sparsity=0.0)
-    checkpoint = Checkpoint(model.state_dict(), masks, meta)
-    checkpoint.save(out)
-    return checkpoint
+        meta=_meta(settings, seed, layout.DENSE, kind="dense", phase=0, target_sparsity=0.0),
+        out=out,
+    )  # fmt: skip
 
 
 def retrain(
@@ -90,27 +105,20 @@ def retrain(
     start = Checkpoint.load(parent)
     model = _load_model(settings, dataset, start, parent)
     density = target_density(settings.prune.sparsity, settings.prune.phases, phase)
-    masks = global_magnitude_masks(model, {k: m.to(dataset.device) for k, m in start.masks.items()}, density)
-    result = train(
-        model,
-        masks,
-        dataset,
-        optim=settings.pretrain,
-        peak_lr=settings.pretrain.lr,
+    parent_masks = {name: mask.to(dataset.device) for name, mask in start.masks.items()}
+    meta = _meta(
+        settings, seed, f"{lineage}/phase{phase}/ingredient{index}", kind="ingredient",
+        lineage=lineage, phase=phase, index=index, target_sparsity=1 - density,
+        parent_sha256=sha256(parent),
+    )  # fmt: skip
+    return _train_and_save(
+        settings, model, global_magnitude_masks(model, parent_masks, density), dataset,
         epochs=settings.retrain.epochs,
         schedule=retrain_schedule(settings.retrain),
         seed=derive_seed(seed, "retrain", phase, index),
-        augment=settings.data,
-    )
-    log.info("retrained %d steps, final loss %.4f", result.steps, result.final_loss)
-    model_dir = f"{lineage}/phase{phase}/ingredient{index}"
-    meta = _meta(
-        settings, seed, model_dir, kind="ingredient", lineage=lineage, phase=phase,
-        index=index, target_sparsity=1 - density,
+        meta=meta,
+        out=out,
     )  # fmt: skip
-    checkpoint = Checkpoint(model.state_dict(), masks, meta)
-    checkpoint.save(out)
-    return checkpoint
 
 
 def soup(
@@ -151,6 +159,7 @@ def soup(
         settings, first["seed"], f"{method}/phase{phase}/soup", kind="soup", method=method,
         phase=phase, target_sparsity=first["target_sparsity"], kept=kept,
         ingredients=[str(p) for p in ingredients],
+        ingredient_sha256=[sha256(p) for p in ingredients],
     )  # fmt: skip
     checkpoint = Checkpoint(model.state_dict(), loaded[0].masks, meta)
     checkpoint.save(out)
@@ -165,6 +174,10 @@ def evaluate(
     dataset = load_prepared(data, settings.data, device)
     checkpoint = Checkpoint.load(checkpoint_path)
     model = _load_model(settings, dataset, checkpoint, checkpoint_path)
-    metrics = {**checkpoint.meta, **model_metrics(model, dataset, settings.eval_batch_size)}
+    metrics = {
+        **checkpoint.meta,
+        **model_metrics(model, dataset, settings.eval_batch_size),
+        "checkpoint_sha256": sha256(checkpoint_path),
+    }
     write_json(metrics, out)
     return metrics

@@ -2,11 +2,19 @@
 # encode the DAG: which checkpoint each retrain starts from, what each soup averages.
 import copy
 
+import os
+
 from sparse_soups import layout
-from sparse_soups.config import Settings
+from sparse_soups.config import Settings, config_problems
+from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-validate(config, "../schemas/config.schema.yaml")
+# Name every bad key at once, then let Snakemake's validate fill in the defaults.
+SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+_problems = config_problems(config, SCHEMA)
+if _problems:
+    raise WorkflowError("Invalid config:\n  " + "\n  ".join(_problems))
+validate(config, SCHEMA)
 
 EXPERIMENTS = {
     name: Settings.from_dict({"name": name, **copy.deepcopy(raw)})

@@ -1,20 +1,26 @@
 rule settings:
-    """The validated settings of one experiment, with defaults filled in, as JSON.
+    """The validated settings of one experiment, with defaults filled in, as JSON, and a
+    provenance record (code version, package versions, host) beside them.
 
     Every job reads its settings from here, so changing an experiment's config reruns
     that experiment's jobs and no others.
     """
     output:
-        "results/{experiment}/settings.json",
+        settings="results/{experiment}/settings.json",
+        provenance="results/{experiment}/provenance.json",
     log:
         "results/{experiment}/logs/settings.log",
     localrule: True
     params:
         settings=lambda wildcards: settings_of(wildcards).to_dict(),
     run:
+        from pathlib import Path
         from sparse_soups.checkpoints import write_json
+        from sparse_soups.provenance import provenance
 
-        write_json(params.settings, output[0])
+        write_json(params.settings, output.settings)
+        settings = EXPERIMENTS[wildcards.experiment]
+        write_json(provenance(settings, Path(workflow.basedir)), output.provenance)
 
 
 rule prepare_data:
@@ -32,7 +38,8 @@ rule prepare_data:
     threads: RESOURCES["light"]["threads"]
     resources:
         mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=RESOURCES["light"]["runtime"],
+        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
+        gpu=RESOURCES["light"]["gpu"],
     shell:
         "python -m sparse_soups prepare-data --settings {input.settings} --threads {threads}"
         " --out {output} > {log} 2>&1"

@@ -15,7 +15,8 @@ rule evaluate:
     threads: RESOURCES["light"]["threads"]
     resources:
         mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=RESOURCES["light"]["runtime"],
+        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
+        gpu=RESOURCES["light"]["gpu"],
     shell:
         "python -m sparse_soups evaluate --settings {input.settings} --data {input.data}"
         " --checkpoint {input.checkpoint} --threads {threads} --out {output} > {log} 2>&1"

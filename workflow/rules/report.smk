@@ -23,7 +23,8 @@ rule report:
     threads: 1
     resources:
         mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=RESOURCES["light"]["runtime"],
+        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
+        gpu=RESOURCES["light"]["gpu"],
     shell:
         "python -m sparse_soups report --out results/{wildcards.experiment}/report"
         " {input.metrics} > {log} 2>&1"

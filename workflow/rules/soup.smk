@@ -16,7 +16,8 @@ rule soup:
     threads: RESOURCES["light"]["threads"]
     resources:
         mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=RESOURCES["light"]["runtime"],
+        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
+        gpu=RESOURCES["light"]["gpu"],
     shell:
         "python -m sparse_soups soup --settings {input.settings} --data {input.data}"
         " --method {wildcards.method} --threads {threads} --out {output}"

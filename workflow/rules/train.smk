@@ -14,7 +14,8 @@ rule pretrain:
     threads: RESOURCES["pretrain"]["threads"]
     resources:
         mem_mb=RESOURCES["pretrain"]["mem_mb"],
-        runtime=RESOURCES["pretrain"]["runtime"],
+        runtime=lambda wildcards, attempt: RESOURCES["pretrain"]["runtime"] * attempt,
+        gpu=RESOURCES["pretrain"]["gpu"],
     shell:
         "python -m sparse_soups pretrain --settings {input.settings} --data {input.data}"
         " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
@@ -41,7 +42,8 @@ rule retrain:
     threads: RESOURCES["train"]["threads"]
     resources:
         mem_mb=RESOURCES["train"]["mem_mb"],
-        runtime=RESOURCES["train"]["runtime"],
+        runtime=lambda wildcards, attempt: RESOURCES["train"]["runtime"] * attempt,
+        gpu=RESOURCES["train"]["gpu"],
     shell:
         "python -m sparse_soups retrain --settings {input.settings} --data {input.data}"
         " --parent {input.parent} --lineage {wildcards.lineage} --phase {wildcards.phase}"
