@@ -9,11 +9,10 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 # Jobs run the library of this checkout, installed or not (a conda environment made
-# from envs/ holds only its dependencies); jobs on other hosts inherit the variable.
+# from envs/ holds only its dependencies).
 SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, SRC)
-os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [SRC, os.environ.get("PYTHONPATH")]))
-
+shell.prefix(f'export PYTHONPATH="{SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
 
 # The embedded default, unless --configfile names another: a config file given on the
 # command line replaces it instead of being merged into it.

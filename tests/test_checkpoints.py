@@ -6,10 +6,16 @@ import pytest
 import torch
 
 from sparse_soups import steps
-from sparse_soups.checkpoints import Checkpoint, CheckpointError, atomic_torch_save
+from sparse_soups.checkpoints import (
+    Checkpoint,
+    CheckpointError,
+    atomic_torch_save,
+    pack_sparse,
+    unpack_sparse,
+)
 from sparse_soups.config import Settings
 from sparse_soups.models import SmallCNN
-from sparse_soups.pruning import dense_masks
+from sparse_soups.pruning import apply_masks, dense_masks, global_magnitude_masks
 
 
 def _checkpoint(width: int = 4) -> Checkpoint:
@@ -60,3 +66,35 @@ def test_checkpoint_of_another_architecture_is_named(
     with pytest.raises(CheckpointError, match=f"{path}.*does not fit model 'cnn'"):
         steps.evaluate(settings, prepared_path, path, tmp_path / "metrics.json")
     assert not (tmp_path / "metrics.json").exists()
+
+
+def test_sparse_packing_round_trips_exactly() -> None:
+    torch.manual_seed(0)
+    weight = torch.randn(7, 5, 3)
+    mask = torch.rand(7, 5, 3) > 0.8
+    weight = weight * mask
+    weight[mask.nonzero()[0].tolist()] = 0.0  # a kept weight that happens to be zero
+    restored, restored_mask = unpack_sparse(pack_sparse(weight, mask))
+    assert torch.equal(restored, weight) and torch.equal(restored_mask, mask)
+
+
+def test_sparse_checkpoints_are_much_smaller_than_dense(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model = SmallCNN(width=32)
+    dense = dense_masks(model)
+    Checkpoint(model.state_dict(), dense, {}).save(tmp_path / "dense.pt")
+    sparse = global_magnitude_masks(model, dense, density=0.1)
+    apply_masks(model, sparse)
+    Checkpoint(model.state_dict(), sparse, {}).save(tmp_path / "sparse.pt")
+    dense_size, sparse_size = (tmp_path / "dense.pt").stat().st_size, (tmp_path / "sparse.pt").stat().st_size
+    assert sparse_size < 0.25 * dense_size
+    loaded = Checkpoint.load(tmp_path / "sparse.pt")
+    assert all(torch.equal(loaded.state_dict[k], v) for k, v in model.state_dict().items())
+    assert all(torch.equal(loaded.masks[k], v) for k, v in sparse.items())
+
+
+def test_checkpoint_of_unknown_format_is_named(tmp_path: Path) -> None:
+    path = tmp_path / "old.pt"
+    torch.save({"state_dict": {}, "masks": {}, "meta": {}}, path)
+    with pytest.raises(CheckpointError, match=f"{path} is not in format"):
+        Checkpoint.load(path)

@@ -11,12 +11,14 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from .pruning import Masks
@@ -79,21 +81,58 @@ def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
         raise CheckpointError(f"{what} {path} cannot be read ({type(error).__name__}: {error})") from error
 
 
+FORMAT = "sparse-soups-checkpoint-v1"
+
+
+def pack_sparse(weight: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
+    """A pruned weight as its kept values and a bit-packed mask: ~(1 - s) * 32 + 1 bits
+    a weight instead of 32, so a 90%-sparse model takes about a sixth of the space."""
+    flat_mask = mask.detach().cpu().flatten()
+    return {
+        "shape": list(weight.shape),
+        "mask_bits": torch.from_numpy(np.packbits(flat_mask.numpy())),
+        "values": weight.detach().cpu().flatten()[flat_mask].clone(),
+    }
+
+
+def unpack_sparse(packed: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
+    numel = math.prod(packed["shape"])
+    bits = np.unpackbits(packed["mask_bits"].numpy(), count=numel).astype(bool)
+    mask = torch.from_numpy(bits)
+    weight = torch.zeros(numel, dtype=packed["values"].dtype)
+    weight[mask] = packed["values"]
+    return weight.view(packed["shape"]), mask.view(packed["shape"])
+
+
 @dataclass
 class Checkpoint:
-    """A model's weights, its pruning masks, and where it came from."""
+    """A model's weights, its pruning masks, and where it came from.
+
+    On disk, masked weights are stored compactly (`pack_sparse`); everything else as is.
+    Tensors are moved to the CPU, so a checkpoint made on a GPU loads anywhere.
+    """
 
     state_dict: dict[str, torch.Tensor]
     masks: Masks
     meta: dict[str, Any]
 
     def save(self, path: str | Path) -> None:
-        atomic_torch_save({"state_dict": self.state_dict, "masks": self.masks, "meta": self.meta}, path)
+        sparse = {name: pack_sparse(self.state_dict[name], mask) for name, mask in self.masks.items()}
+        dense = {k: v.detach().cpu() for k, v in self.state_dict.items() if k not in self.masks}
+        atomic_torch_save({"format": FORMAT, "dense": dense, "sparse": sparse, "meta": self.meta}, path)
 
     @classmethod
     def load(cls, path: str | Path) -> Checkpoint:
         raw = load_torch_file(path)
-        missing = {"state_dict", "masks", "meta"} - set(raw if isinstance(raw, dict) else ())
-        if missing:
-            raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}")
-        return cls(raw["state_dict"], raw["masks"], raw["meta"])
+        if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+            found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
+            raise CheckpointError(f"checkpoint {path} is not in format {FORMAT} (found {found!r})")
+        try:
+            state_dict, masks = dict(raw["dense"]), {}
+            for name, packed in raw["sparse"].items():
+                state_dict[name], masks[name] = unpack_sparse(packed)
+        except (KeyError, RuntimeError, ValueError) as error:
+            raise CheckpointError(
+                f"checkpoint {path} is damaged ({type(error).__name__}: {error})"
+            ) from error
+        return cls(state_dict, masks, raw["meta"])

@@ -75,6 +75,15 @@ class SoupSettings:
 
 
 @dataclass(frozen=True)
+class ComputeSettings:
+    """How training runs, for speed on GPUs. bf16 changes the numbers; the rest should not."""
+
+    precision: str = "fp32"  # fp32 | bf16 (autocast for forward and loss)
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model for training
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything that determines the results of one experiment (seeds aside)."""
 
@@ -86,6 +95,7 @@ class Settings:
     prune: PruneSettings = field(default_factory=PruneSettings)
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     soup: SoupSettings = field(default_factory=SoupSettings)
+    compute: ComputeSettings = field(default_factory=ComputeSettings)
     eval_batch_size: int = 1000
 
     @classmethod

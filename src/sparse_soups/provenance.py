@@ -13,6 +13,7 @@ from typing import Any
 import torch
 
 from . import __version__
+from .checkpoints import write_json
 from .config import Settings
 
 PACKAGES = ("torch", "torchvision", "snakemake", "numpy", "pandas")
@@ -53,3 +54,9 @@ def provenance(settings: Settings, code_dir: Path) -> dict[str, Any]:
         "cpu_threads": torch.get_num_threads(),
         "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
+
+
+def write_settings_and_provenance(settings: Settings, output: Any, code_dir: str | Path) -> None:
+    """The `settings` rule: `output.settings` and `output.provenance` as JSON."""
+    write_json(settings.to_dict(), output.settings)
+    write_json(provenance(settings, Path(code_dir)), output.provenance)

@@ -27,7 +27,8 @@ log = logging.getLogger(__name__)
 
 def _model(settings: Settings, dataset: Dataset) -> nn.Module:
     model = build_model(settings.model, dataset.in_channels, dataset.num_classes)
-    return model.to(dataset.device)
+    memory_format = torch.channels_last if settings.compute.channels_last else torch.contiguous_format
+    return model.to(dataset.device, memory_format=memory_format)
 
 
 def _load_model(settings: Settings, dataset: Dataset, checkpoint: Checkpoint, path: Path) -> nn.Module:
@@ -62,7 +63,7 @@ def _train_and_save(
     the schedule and the seed differ."""
     result = train(
         model, masks, dataset, optim=settings.pretrain, peak_lr=settings.pretrain.lr,
-        epochs=epochs, schedule=schedule, seed=seed, augment=settings.data,
+        epochs=epochs, schedule=schedule, seed=seed, augment=settings.data, compute=settings.compute,
     )  # fmt: skip
     log.info("trained %s for %d steps, final loss %.4f", meta["model_dir"], result.steps, result.final_loss)
     checkpoint = Checkpoint(model.state_dict(), masks, meta)

@@ -15,10 +15,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import DataSettings, PretrainSettings
+from .config import ComputeSettings, DataSettings, PretrainSettings
 from .data import Dataset, augment_batch, iterate_batches
 from .pruning import Masks, apply_masks
 from .schedules import Schedule
+
+DEFAULT_COMPUTE = ComputeSettings()
 
 
 class DivergenceError(RuntimeError):
@@ -64,6 +66,7 @@ def train(
     schedule: Schedule,
     seed: int,
     augment: DataSettings,
+    compute: ComputeSettings = DEFAULT_COMPUTE,
 ) -> TrainResult:
     """SGD over `epochs` of the training split; `seed` fixes batch order and augmentation."""
     generator = torch.Generator().manual_seed(seed)
@@ -78,6 +81,10 @@ def train(
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step, total))
     apply_masks(model, masks)
     model.train()
+    memory_format = torch.channels_last if compute.channels_last else torch.contiguous_format
+    model.to(memory_format=memory_format)
+    forward = torch.compile(model) if compute.compile else model
+    autocast = torch.autocast(dataset.device.type, dtype=torch.bfloat16, enabled=compute.precision == "bf16")
     step, loss = 0, torch.tensor(0.0)
     for _ in range(epochs):
         correct = seen = 0
@@ -85,8 +92,9 @@ def train(
             images = augment_batch(
                 images, augment.crop_padding, augment.horizontal_flip, dataset.pad_value, generator
             )
-            logits = model(images)
-            loss = nn.functional.cross_entropy(logits, labels)
+            with autocast:
+                logits = forward(images.contiguous(memory_format=memory_format))
+                loss = nn.functional.cross_entropy(logits, labels)
             if not torch.isfinite(loss):
                 raise DivergenceError(f"loss is {loss.item()} at step {step} of {total}")
             optimizer.zero_grad(set_to_none=True)

@@ -12,15 +12,13 @@ rule settings:
         "results/{experiment}/logs/settings.log",
     localrule: True
     params:
-        settings=lambda wildcards: settings_of(wildcards).to_dict(),
+        settings=lambda wildcards: settings_of(wildcards).to_dict(),  # reruns on change
     run:
-        from pathlib import Path
-        from sparse_soups.checkpoints import write_json
-        from sparse_soups.provenance import provenance
+        from sparse_soups.provenance import write_settings_and_provenance
 
-        write_json(params.settings, output.settings)
-        settings = EXPERIMENTS[wildcards.experiment]
-        write_json(provenance(settings, Path(workflow.basedir)), output.provenance)
+        write_settings_and_provenance(
+            settings_of(wildcards), output, workflow.basedir
+        )
 
 
 rule prepare_data:

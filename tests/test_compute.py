@@ -1,0 +1,37 @@
+"""The GPU speed options must at least train correctly on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparse_soups.config import ComputeSettings, DataSettings, PretrainSettings, RetrainSettings
+from sparse_soups.evaluation import accuracy
+from sparse_soups.models import SmallCNN
+from sparse_soups.pruning import dense_masks, global_magnitude_masks, prunable_parameters
+from sparse_soups.schedules import retrain_schedule
+from sparse_soups.training import train
+
+
+@pytest.mark.parametrize(
+    "compute",
+    [
+        ComputeSettings(precision="bf16"),
+        ComputeSettings(channels_last=True),
+        ComputeSettings(compile=True),
+    ],
+    ids=["bf16", "channels_last", "compile"],
+)
+def test_speed_options_train_and_keep_pruned_weights_zero(dataset, compute: ComputeSettings) -> None:
+    torch.manual_seed(0)
+    model = SmallCNN(in_channels=1, num_classes=10, width=4)
+    masks = global_magnitude_masks(model, dense_masks(model), density=0.5)
+    result = train(
+        model, masks, dataset, optim=PretrainSettings(batch_size=32), peak_lr=0.1, epochs=3,
+        schedule=retrain_schedule(RetrainSettings()), seed=0, augment=DataSettings(), compute=compute,
+    )  # fmt: skip
+    assert torch.isfinite(torch.tensor(result.final_loss))
+    assert accuracy(model, dataset.val, 1000) > 0.3  # learned something: chance is 0.1
+    for name, param in prunable_parameters(model).items():
+        assert param.dtype == torch.float32
+        assert torch.count_nonzero(param[~masks[name]]) == 0
