@@ -1,0 +1,110 @@
+"""Fixed cost of one workflow job, and its share of each rule's job time.
+
+Why: the workflow runs every step as its own process (62 jobs in the default run), so
+each job pays for starting Python, importing torch and the package, loading the
+prepared dataset and its input checkpoints before doing any work. This measures those
+costs and divides them by the mean wall and CPU time of each rule's jobs in the default
+run (Snakemake's `benchmark:` files, parsed by `default_run.rule_times`).
+
+Note that the default run's wall times were taken with up to 8 concurrent jobs on 2
+cores, so a job's wall time is several times its CPU time; the CPU-time share is the
+one that carries over to an uncontended machine.
+
+    python benchmarks/job_overhead.py [--repeats 7] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import _common
+from default_run import rule_times
+
+from sparse_soups.checkpoints import Checkpoint
+from sparse_soups.config import Settings
+from sparse_soups.data import load_prepared
+from sparse_soups.training import make_reproducible
+
+CHECKPOINTS = {"dense": "seed0/dense/model.pt", "sparse90": "seed0/uniform/phase3/ingredient0/model.pt"}
+STARTUP = {
+    "python": "pass",
+    "import_torch": "import torch",
+    "import_sparse_soups_steps": "import sparse_soups.steps",
+}
+
+
+def process_seconds(code: str, repeats: int) -> dict[str, Any]:
+    """Wall time of a fresh `python -c CODE`: interpreter start plus imports."""
+    return _common.repeat(partial(subprocess.run, [sys.executable, "-c", code], check=True), repeats)
+
+
+def checkpoints_read(rule: str, ingredients: int) -> int:
+    """Checkpoints a job of `rule` loads: its parent, the model it evaluates, or the m ingredients."""
+    return {"pretrain": 0, "retrain": 1, "evaluate": 1, "soup": ingredients}.get(rule, 0)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="3 repeats")
+    args = parser.parse_args()
+    repeats = 3 if args.quick else args.repeats
+    make_reproducible(1)  # the threads of a training or light job
+
+    experiment = _common.EXPERIMENT_DIR
+    settings = Settings.from_json(experiment / "settings.json")
+    startup = {name: process_seconds(code, repeats) for name, code in STARTUP.items()}
+    data = _common.repeat(lambda: load_prepared(experiment / "data.pt", settings.data), repeats)
+    checkpoint, converted = {}, {}
+    with tempfile.TemporaryDirectory() as scratch:
+        for name, relative in CHECKPOINTS.items():
+            path, converted[name] = _common.current_checkpoint(experiment / relative, Path(scratch))
+            checkpoint[name] = _common.repeat(partial(Checkpoint.load, path), repeats)
+
+    start = startup["import_sparse_soups_steps"]["median"]
+    by_rule = {}
+    for rule, row in rule_times(experiment).iterrows():
+        loads = checkpoints_read(rule, settings.soup.ingredients)
+        overhead = start
+        if rule != "prepare_data":  # it writes data.pt rather than reading it
+            overhead += data["median"] + loads * checkpoint["sparse90"]["median"]
+        mean_wall, mean_cpu = float(row.wall_s / row.jobs), float(row.cpu_s / row.jobs)
+        by_rule[rule] = {
+            "jobs": int(row.jobs),
+            "mean_job_wall_s": round(mean_wall, 2),
+            "mean_job_cpu_s": round(mean_cpu, 2),
+            "checkpoints_loaded": loads,
+            "overhead_s": round(overhead, 3),
+            "share_of_mean_wall": round(overhead / mean_wall, 4),
+            "share_of_mean_cpu": round(overhead / mean_cpu, 4),
+        }
+
+    payload = {
+        "benchmark": "job_overhead",
+        "machine": _common.machine(),
+        "method": f"median of {repeats} repeats after 1 warm-up; torch threads 1; the overhead of a job is "
+        "process start + imports (python -c 'import sparse_soups.steps') + load_prepared (not for "
+        "prepare_data) + Checkpoint.load of a 90%-sparse checkpoint per checkpoint the job reads",
+        "process_start_s": startup,
+        "load_prepared_s": data,
+        "checkpoint_load_s": checkpoint,
+        "checkpoint_converted_from_older_format": converted,
+        "default_run_times": "Snakemake benchmark TSVs under results/fmnist_cnn (snakemake --cores 8 "
+        "on the 2-core machine: wall times include waiting for a core)",
+        "by_rule": by_rule,
+    }
+    _common.write_result("job_overhead", payload, args.quick)
+    print({name: s["median"] for name, s in startup.items()}, "load_prepared", data["median"])
+    print("checkpoint load", {name: s["median"] for name, s in checkpoint.items()})
+    for rule, row in by_rule.items():
+        print(f"  {rule:13s} {row}")
+
+
+if __name__ == "__main__":
+    main()
