@@ -1,0 +1,169 @@
+"""The smoke config on a real single-node SLURM cluster, through `profiles/slurm`.
+
+A private cluster (munged, slurmctld, slurmd from Debian's slurm-wlm and munge; see
+tests/slurm_cluster.py) runs the workflow with the SLURM profile, overriding only the
+partition, the account, the status command and the status polling interval. The test
+checks that every job went through sbatch, that training jobs asked for and got a GPU
+generic resource, that a job failing once is resubmitted with twice the runtime, and that
+the metrics equal those of a local run of the same config byte for byte.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, make_idx_dataset
+from tests.slurm_cluster import PACKAGES, SlurmCluster, missing_programs
+from tests.test_workflow import _metrics, _write_smoke_config
+
+# The smoke config's one-seed experiment (its whole DAG: data, pretraining, a phase of
+# ingredients, soups, baselines, evaluations, report); at ~20 s of SLURM and Snakemake
+# start-up per job on 2 cores, both experiments would take far longer than the test may.
+TARGET = "results/smoke_uniform/report/table.md"
+# The one job made to fail on its first attempt: a retrain (a GPU job).
+FAILING_OUT = "results/smoke_uniform/seed0/dense/phase1/ingredient1/model.pt"
+FAILING_COMMENT = "rule_retrain_wildcards_smoke_uniform_0_dense_1_1"
+
+# Imported by every Python process of the SLURM run (it is first on PYTHONPATH, and
+# sbatch exports the submitting environment): the first `sparse_soups retrain` writing
+# FAILING_OUT creates the marker and exits 1 before doing anything; later ones run.
+SITECUSTOMIZE = """\
+import os
+import sys
+
+argv = list(getattr(sys, "orig_argv", []))
+if "sparse_soups" in argv and "retrain" in argv and "--out" in argv:
+    if argv[argv.index("--out") + 1] == {out!r}:
+        try:
+            os.close(os.open({marker!r}, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+        except FileExistsError:
+            pass
+        else:
+            os._exit(1)
+"""
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    missing = missing_programs()
+    if missing:
+        pytest.fail(
+            f"SLURM programs missing: {', '.join(missing)}. Install them with "
+            f"`apt-get install {PACKAGES}` (CI does this in .ci/run)."
+        )
+    cluster = SlurmCluster(partition="smoke", gpus=2).start()
+    yield cluster
+    cluster.stop()
+
+
+def _snakemake(directory: Path, *args: str) -> list[str]:
+    return [
+        "snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(directory),
+        "--configfile", str(directory / "smoke.yaml"), *args, TARGET,
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def runs(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory):
+    idx = make_idx_dataset(tmp_path_factory.mktemp("slurm-idx"), n_train=800, n_test=300)
+    local_dir = tmp_path_factory.mktemp("local-run")
+    slurm_dir = tmp_path_factory.mktemp("slurm-run")
+    for directory in (local_dir, slurm_dir):
+        _write_smoke_config(directory, idx)
+
+    # The local reference runs beside the SLURM run (which mostly waits on the queue).
+    local = subprocess.Popen(
+        _snakemake(local_dir, "--cores", "2"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+
+    hook = tmp_path_factory.mktemp("hook")
+    marker = hook / "failed-once"
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE.format(out=FAILING_OUT, marker=str(marker)))
+    env = dict(cluster.env)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(hook), env.get("PYTHONPATH")]))
+    profile_overrides = [
+        "--workflow-profile", str(REPO / "profiles" / "slurm"),
+        # The only settings a user changes for their cluster (see the README) ...
+        "--default-resources", f"slurm_partition={cluster.partition}",
+        "--slurm-no-account",
+        "--slurm-status-command", "squeue",
+        # ... and how often to poll squeue (default 40 s; this cluster answers at once).
+        "--slurm-init-seconds-before-status-checks", "2",
+    ]  # fmt: skip
+    dry = subprocess.run(
+        _snakemake(slurm_dir, *profile_overrides, "-n"), env=env, capture_output=True, text=True, check=False
+    )
+    slurm = subprocess.run(
+        _snakemake(slurm_dir, *profile_overrides), env=env, capture_output=True, text=True, check=False
+    )
+    local_out, _ = local.communicate(timeout=600)
+    assert local.returncode == 0, local_out[-3000:]
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    assert slurm.returncode == 0, (slurm.stderr[-5000:], cluster.diagnostics())
+    return {"local": local_dir, "slurm": slurm_dir, "marker": marker, "dry": dry, "log": slurm.stderr}
+
+
+def _planned_jobs(dry_output: str) -> dict[str, int]:
+    table = re.search(r"Job stats:\n(.*?)\n\n", dry_output, re.S)
+    assert table, dry_output[-3000:]
+    rows = [line.split() for line in table.group(1).splitlines()[2:]]
+    return {row[0]: int(row[1]) for row in rows if len(row) == 2 and row[0] != "total"}
+
+
+def test_every_job_went_through_sbatch(cluster: SlurmCluster, runs) -> None:
+    planned = _planned_jobs(runs["dry"].stdout + runs["dry"].stderr)
+    jobs = cluster.jobs()
+    submitted = cluster.submissions()
+    assert [int(job["JobID"]) for job in jobs] == submitted  # slurmctld saw each one
+    by_rule: dict[str, int] = {}
+    for job in jobs:
+        # A job's comment names its rule and wildcards, a group job's its group and rules.
+        name = re.sub(r"_wildcards_.*$", "", job["Comment"]).removeprefix("rule_")
+        by_rule[name] = by_rule.get(name, 0) + 1
+        assert job["Partition"] == cluster.partition
+    # settings is a local rule; every other job was submitted (the failed one twice) ...
+    assert planned.pop("settings") == 1
+    evaluations = planned.pop("evaluate")
+    assert {"prepare_data", "pretrain", "retrain", "soup", "report"} <= set(planned)
+    for rule, count in planned.items():
+        assert by_rule.get(rule, 0) == count + (rule == "retrain"), (rule, by_rule)
+    # ... and evaluations in group jobs of up to 8: fewer submissions than evaluations.
+    assert by_rule["evaluation_evaluate"] == -(-evaluations // 8) < evaluations
+    assert sum(by_rule.values()) == len(submitted)
+
+
+def test_training_jobs_got_a_gpu_and_others_did_not(cluster: SlurmCluster, runs) -> None:
+    for job in cluster.jobs():
+        gpu = "gres:gpu:1" in job["tres-per-job"]
+        training = job["Comment"].startswith(("rule_pretrain", "rule_retrain"))
+        assert gpu == training, job
+        # slurmctld accepted the GPU request and ran the job (the one injected failure aside).
+        assert job["State"] == "COMPLETED" or job["Comment"] == FAILING_COMMENT, job
+
+
+def test_failed_job_was_retried_with_longer_runtime(cluster: SlurmCluster, runs) -> None:
+    assert runs["marker"].exists()  # the injected failure happened
+    attempts = [job for job in cluster.jobs() if job["Comment"] == FAILING_COMMENT]
+    assert [job["State"] for job in attempts] == ["FAILED", "COMPLETED"]
+    limits = []
+    for job in attempts:
+        shown = cluster.run("scontrol", "show", "job", job["JobID"]).stdout
+        limits.append(re.search(r"TimeLimit=(\S+)", shown).group(1))
+    assert limits == ["01:00:00", "02:00:00"]  # runtime * attempt, from the config's 60 min
+    assert all(job["State"] == "COMPLETED" for job in cluster.jobs() if job not in attempts[:1])
+
+
+def test_metrics_equal_those_of_a_local_run(runs) -> None:
+    local, slurm = _metrics(runs["local"]), _metrics(runs["slurm"])
+    # One per evaluation, plus those other rules (the ensemble baseline) write.
+    assert len(local) >= _planned_jobs(runs["dry"].stdout + runs["dry"].stderr)["evaluate"]
+    assert slurm == local
+    for text in slurm.values():
+        assert json.loads(text)["test_accuracy"] > 0.2
+    assert (runs["slurm"] / TARGET).read_text() == (runs["local"] / TARGET).read_text()
