@@ -28,6 +28,9 @@ IDX_FILES = (
     "t10k-labels-idx1-ubyte",
 )
 DATASETS = {"fashion_mnist": "FashionMNIST"}  # torchvision.datasets class names
+# read through `sparse_soups.datasets` (torchvision's loaders and checksums): `data.root` is a
+# torchvision root holding the dataset, else torchvision downloads into `data.download_root`
+TORCHVISION_DATASETS = ("mnist", "cifar10", "cifar100")
 
 
 class DataNotFoundError(FileNotFoundError):
@@ -88,8 +91,17 @@ def load_raw(settings: DataSettings) -> tuple[tuple[torch.Tensor, ...], str]:
     Order: `data.root` from the config, Debian's `dataset-fashion-mnist` package, then a
     download by torchvision into `data.download_root`.
     """
+    if settings.dataset in TORCHVISION_DATASETS:
+        from .datasets import load_torchvision_dataset
+
+        if settings.root:
+            return load_torchvision_dataset(settings.dataset, Path(settings.root)), settings.root
+        download_root = Path(settings.download_root)
+        tensors = load_torchvision_dataset(settings.dataset, download_root, download=True)
+        return tensors, f"torchvision download into {download_root}"
     if settings.dataset not in DATASETS:
-        raise ValueError(f"data.dataset: unknown dataset '{settings.dataset}' (known: {sorted(DATASETS)})")
+        known = sorted([*DATASETS, *TORCHVISION_DATASETS])
+        raise ValueError(f"data.dataset: unknown dataset '{settings.dataset}' (known: {known})")
     import torchvision  # only the prepare step needs it; it is slow to import
 
     dataset_class = getattr(torchvision.datasets, DATASETS[settings.dataset])
@@ -122,19 +134,25 @@ def load_raw(settings: DataSettings) -> tuple[tuple[torch.Tensor, ...], str]:
     return _read_splits(dataset_class, download_root), f"torchvision download into {download_root}"
 
 
+def _with_channels(images: torch.Tensor) -> torch.Tensor:
+    """(N, H, W) gray images get a channel axis; (N, C, H, W) ones are kept."""
+    return images.unsqueeze(1) if images.ndim == 3 else images
+
+
 def prepare_dataset(settings: DataSettings, out: Path) -> dict[str, object]:
     """Split off a seeded validation set and save everything as uint8 tensors."""
     (train_x, train_y, test_x, test_y), source = load_raw(settings)
+    train_x, test_x = _with_channels(train_x), _with_channels(test_x)
     generator = torch.Generator().manual_seed(settings.split_seed)
     order = torch.randperm(len(train_x), generator=generator)
     n_val = round(settings.validation_fraction * len(train_x))
     val_idx, train_idx = order[:n_val], order[n_val:]
     prepared = {
-        "train_images": train_x[train_idx].unsqueeze(1).contiguous(),
+        "train_images": train_x[train_idx].contiguous(),
         "train_labels": train_y[train_idx].clone(),
-        "val_images": train_x[val_idx].unsqueeze(1).contiguous(),
+        "val_images": train_x[val_idx].contiguous(),
         "val_labels": train_y[val_idx].clone(),
-        "test_images": test_x.unsqueeze(1).contiguous(),
+        "test_images": test_x.contiguous(),
         "test_labels": test_y.clone(),
         "num_classes": int(train_y.max()) + 1,
         "source": source,

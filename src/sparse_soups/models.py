@@ -1,9 +1,16 @@
-"""Model registry: architectures are looked up by the `model.name` setting."""
+"""Model registry: architectures are looked up by the `model.name` setting.
+
+Every constructor takes `(in_channels, num_classes, **options)`, so a workflow can build
+any architecture from a name and the dataset's shape alone. The CIFAR variants use a 3x3
+stem without max-pool (32x32 inputs would otherwise shrink to 8x8 before the first stage).
+"""
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 from .config import ModelSettings
@@ -20,10 +27,20 @@ def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
     return decorator
 
 
+def get_model(name: str, in_channels: int, num_classes: int, **options: object) -> nn.Module:
+    """Build the architecture registered as `name`; options go to its constructor."""
+    if name not in MODELS:
+        raise ValueError(f"model.name: unknown model '{name}' (known: {sorted(MODELS)})")
+    return MODELS[name](in_channels=in_channels, num_classes=num_classes, **options)
+
+
+# models whose size is set by the `model.width` setting; the others have published shapes
+WIDTH_MODELS = {"cnn", "mlp"}
+
+
 def build_model(settings: ModelSettings, in_channels: int, num_classes: int) -> nn.Module:
-    if settings.name not in MODELS:
-        raise ValueError(f"model.name: unknown model '{settings.name}' (known: {sorted(MODELS)})")
-    return MODELS[settings.name](in_channels=in_channels, num_classes=num_classes, width=settings.width)
+    options = {"width": settings.width} if settings.name in WIDTH_MODELS else {}
+    return get_model(settings.name, in_channels, num_classes, **options)
 
 
 def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -54,3 +71,185 @@ class SmallCNN(nn.Module):
 
     def forward(self, x):
         return self.classifier(self.features(x).flatten(1))
+
+
+@register("mlp")
+class MLP(nn.Module):
+    """Fully connected net for MNIST-like inputs: flatten, `depth` hidden ReLU layers.
+
+    `width` is the hidden size (the classic MNIST MLP is 784-300-100-10: hidden=(300, 100)).
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        width: int = 300,
+        hidden: tuple[int, ...] | None = None,
+        image_size: int = 28,
+    ) -> None:
+        super().__init__()
+        sizes = [in_channels * image_size * image_size, *(hidden or (width, width // 3))]
+        layers: list[nn.Module] = [nn.Flatten()]
+        for a, b in itertools.pairwise(sizes):
+            layers += [nn.Linear(a, b), nn.ReLU(inplace=True)]
+        layers.append(nn.Linear(sizes[-1], num_classes))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 conv-BN layers with an identity (or 1x1 conv-BN projection) shortcut."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.shortcut: nn.Module = nn.Identity()
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(in_planes, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+            )
+
+    def forward(self, x):
+        out = torch.relu(self.bn1(self.conv1(x)))
+        return torch.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class CifarResNet(nn.Module):
+    """ResNet with a 3x3 stem and no max-pool, stages of BasicBlocks, global average pool."""
+
+    def __init__(self, in_channels: int, num_classes: int, widths: tuple[int, ...], blocks: tuple[int, ...]):
+        super().__init__()
+        self.stem = nn.Sequential(
+            nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False), nn.BatchNorm2d(widths[0]), nn.ReLU(True)
+        )
+        stages, in_planes = [], widths[0]
+        for i, (planes, n) in enumerate(zip(widths, blocks, strict=True)):
+            for j in range(n):
+                stages.append(BasicBlock(in_planes, planes, 2 if (i > 0 and j == 0) else 1))
+                in_planes = planes
+        self.layers = nn.Sequential(*stages)
+        self.fc = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x):
+        out = self.layers(self.stem(x))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+@register("resnet18")
+def resnet18(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
+    """ResNet-18 for CIFAR (Kuang Liu's variant): 11,173,962 parameters for 10 classes."""
+    return CifarResNet(in_channels, num_classes, (64, 128, 256, 512), (2, 2, 2, 2))
+
+
+@register("resnet56")
+def resnet56(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
+    """He et al.'s CIFAR ResNet-56 (3 stages x 9 blocks, widths 16/32/64), ~0.85M parameters.
+
+    Shortcuts that change shape use a 1x1 conv projection (option B) rather than zero-padding.
+    """
+    return CifarResNet(in_channels, num_classes, (16, 32, 64), (9, 9, 9))
+
+
+VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
+
+
+@register("vgg16")
+class VGG16(nn.Module):
+    """VGG-16 with BatchNorm, CIFAR variant: 13 conv-BN-ReLU layers, 5 max-pools, and one
+    linear classifier on the 512-d 1x1 feature map (no 4096-wide FC layers): 14,728,266
+    parameters for 10 classes (the variant common in CIFAR pruning work).
+    """
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 10) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for item in VGG16_LAYERS:
+            if item == "M":
+                layers.append(nn.MaxPool2d(2))
+            else:
+                layers += [nn.Conv2d(channels, item, 3, padding=1), nn.BatchNorm2d(item), nn.ReLU(True)]
+                channels = item
+        self.features = nn.Sequential(*layers)
+        self.classifier = nn.Linear(512, num_classes)
+
+    def forward(self, x):
+        out = nn.functional.adaptive_avg_pool2d(self.features(x), 1)
+        return self.classifier(torch.flatten(out, 1))
+
+
+class WideBlock(nn.Module):
+    """Pre-activation block of Zagoruyko & Komodakis: BN-ReLU-conv twice, with dropout between."""
+
+    def __init__(self, in_planes: int, planes: int, stride: int, dropout: float) -> None:
+        super().__init__()
+        self.bn1 = nn.BatchNorm2d(in_planes)
+        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.dropout = nn.Dropout(dropout)
+        self.shortcut: nn.Module | None = None
+        if stride != 1 or in_planes != planes:
+            self.shortcut = nn.Conv2d(in_planes, planes, 1, stride, bias=False)
+
+    def forward(self, x):
+        pre = torch.relu(self.bn1(x))
+        out = self.conv2(self.dropout(torch.relu(self.bn2(self.conv1(pre)))))
+        return out + (x if self.shortcut is None else self.shortcut(pre))
+
+
+@register("wrn")
+class WideResNet(nn.Module):
+    """WideResNet-depth-k: (depth - 4) / 6 blocks per stage, widths 16k/32k/64k.
+
+    WRN-28-10 has 36,479,194 parameters for 10 classes.
+    """
+
+    def __init__(
+        self,
+        in_channels: int = 3,
+        num_classes: int = 10,
+        depth: int = 28,
+        widen: int = 10,
+        dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if (depth - 4) % 6:
+            raise ValueError(f"WideResNet depth must be 6n + 4, got {depth}")
+        n = (depth - 4) // 6
+        widths = (16, 16 * widen, 32 * widen, 64 * widen)
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, 1, 1, bias=False)
+        blocks, in_planes = [], widths[0]
+        for stage, planes in enumerate(widths[1:]):
+            for j in range(n):
+                blocks.append(WideBlock(in_planes, planes, 2 if (stage > 0 and j == 0) else 1, dropout))
+                in_planes = planes
+        self.blocks = nn.Sequential(*blocks)
+        self.bn = nn.BatchNorm2d(in_planes)
+        self.fc = nn.Linear(in_planes, num_classes)
+
+    def forward(self, x):
+        out = torch.relu(self.bn(self.blocks(self.stem(x))))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
+
+
+@register("wrn28_10")
+def wrn28_10(in_channels: int = 3, num_classes: int = 10, dropout: float = 0.0) -> nn.Module:
+    return WideResNet(in_channels, num_classes, depth=28, widen=10, dropout=dropout)
+
+
+@register("resnet50")
+def resnet50(in_channels: int = 3, num_classes: int = 1000) -> nn.Module:
+    """torchvision's ImageNet ResNet-50 (25,557,032 parameters at 1000 classes), random init."""
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None, num_classes=num_classes)
+    if in_channels != 3:
+        model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+    return model

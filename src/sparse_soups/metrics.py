@@ -1,0 +1,128 @@
+"""Evaluation metrics beyond accuracy: calibration, worst-class accuracy, FLOPs, soup geometry.
+
+All are pure functions of logits, labels or models, so the workflow can call them on any
+checkpoint without state.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
+    """ECE with `n_bins` equal-width confidence bins: sum_b |B|/N * |acc(B) - conf(B)|.
+
+    Bins are (lo, hi], as in Guo et al. (2017); a confidence of exactly 0 cannot occur.
+    """
+    probabilities = torch.softmax(logits.double(), dim=1)
+    confidence, predicted = probabilities.max(dim=1)
+    correct = (predicted == labels).double()
+    bins = torch.clamp(torch.ceil(confidence * n_bins).long() - 1, 0, n_bins - 1)
+    total = 0.0
+    for b in range(n_bins):
+        in_bin = bins == b
+        if in_bin.any():
+            total += in_bin.double().mean().item() * abs(
+                correct[in_bin].mean().item() - confidence[in_bin].mean().item()
+            )
+    return total
+
+
+def per_class_accuracy(
+    logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None
+) -> torch.Tensor:
+    """Accuracy of each class present in `labels` (NaN for classes without examples)."""
+    num_classes = num_classes or int(max(logits.shape[1], int(labels.max()) + 1))
+    correct = (logits.argmax(1) == labels).double()
+    hits = torch.zeros(num_classes, dtype=torch.float64).index_add_(0, labels, correct)
+    counts = torch.bincount(labels, minlength=num_classes).double()
+    return hits / counts  # 0/0 -> NaN for absent classes
+
+
+def worst_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    """The lowest per-class accuracy over the classes that occur in `labels`."""
+    accuracies = per_class_accuracy(logits, labels)
+    return float(accuracies[~accuracies.isnan()].min())
+
+
+def _layer_macs(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[nn.Module, int]]:
+    """Dense multiply-adds of each Conv2d / Linear for one input of `input_shape` (C, H, W)."""
+    counts: list[tuple[nn.Module, int]] = []
+
+    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
+        weight = module.weight
+        if isinstance(module, nn.Conv2d):  # each output element costs (C_in / groups) * kh * kw MACs
+            counts.append((module, output[0].numel() * weight[0].numel()))
+        else:  # Linear: every output element costs in_features MACs
+            counts.append((module, output[0].numel() * weight.shape[1]))
+
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            parameter = next(model.parameters())
+            model(torch.zeros(1, *input_shape, device=parameter.device, dtype=parameter.dtype))
+    finally:
+        model.train(was_training)
+        for handle in handles:
+            handle.remove()
+    return counts
+
+
+def theoretical_flops(model: nn.Module, input_shape: Sequence[int], sparse: bool = True) -> int:
+    """Multiply-adds of the Conv2d and Linear layers for one input (BN, ReLU, pooling ignored).
+
+    With `sparse`, each layer's count is scaled by its weight density (nonzeros / size), the
+    theoretical cost of a sparse kernel that skips zero weights, as in the pruning literature.
+    """
+    total = 0.0
+    for module, macs in _layer_macs(model, input_shape):
+        density = float((module.weight != 0).sum()) / module.weight.numel() if sparse else 1.0
+        total += macs * density
+    return round(total)
+
+
+def theoretical_speedup(model: nn.Module, input_shape: Sequence[int]) -> float:
+    """Dense over sparse theoretical FLOPs (1.0 for a dense model)."""
+    sparse = theoretical_flops(model, input_shape, sparse=True)
+    dense = theoretical_flops(model, input_shape, sparse=False)
+    return math.inf if sparse == 0 else dense / sparse
+
+
+def flatten_weights(model: nn.Module | dict[str, torch.Tensor]) -> torch.Tensor:
+    """All floating-point parameters (not BN buffers) as one float64 vector, in name order."""
+    if isinstance(model, nn.Module):
+        tensors = dict(model.named_parameters())
+    else:
+        tensors = {k: v for k, v in model.items() if v.is_floating_point() and "running_" not in k}
+    return torch.cat([tensors[k].detach().double().flatten().cpu() for k in sorted(tensors)])
+
+
+def soup_geometry(
+    ingredients: Sequence[nn.Module | dict[str, torch.Tensor]], soup: nn.Module | dict[str, torch.Tensor]
+) -> dict[str, list]:
+    """Pairwise L2 distances and angles (degrees) between ingredients, and each one's distance to
+    the soup: how far apart retraining drives models that share a mask, and where the average lies.
+    """
+    vectors = [flatten_weights(m) for m in ingredients]
+    center = flatten_weights(soup)
+    n = len(vectors)
+    distance = [[0.0] * n for _ in range(n)]
+    angle = [[0.0] * n for _ in range(n)]
+    for i in range(n):
+        for j in range(i + 1, n):
+            d = float(torch.linalg.vector_norm(vectors[i] - vectors[j]))
+            cosine = float(vectors[i] @ vectors[j] / (vectors[i].norm() * vectors[j].norm()))
+            a = math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
+            distance[i][j] = distance[j][i] = d
+            angle[i][j] = angle[j][i] = a
+    return {
+        "pairwise_distance": distance,
+        "pairwise_angle_deg": angle,
+        "distance_to_soup": [float(torch.linalg.vector_norm(v - center)) for v in vectors],
+    }
