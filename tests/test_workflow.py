@@ -16,6 +16,7 @@ import yaml
 
 from sparse_soups import layout
 from sparse_soups.checkpoints import sha256
+from sparse_soups.config import Settings
 from sparse_soups.pruning import target_density
 from tests.conftest import REPO, make_idx_dataset
 
@@ -71,14 +72,9 @@ def smoke_run(tmp_path_factory: pytest.TempPathFactory, smoke_idx: Path) -> tupl
 def test_dry_run_lists_every_job_before_any_runs(smoke_run, smoke_config) -> None:
     _, dry_output = smoke_run
     expected_models = 0
-    for experiment in smoke_config["experiments"].values():
-        soup = experiment["soup"]
-        dirs = layout.run_model_dirs(
-            experiment["prune"]["phases"],
-            soup.get("methods", ["uniform", "greedy"]),
-            soup["ingredients"],
-        )
-        expected_models += len(dirs) * len(experiment["seeds"])
+    for name, experiment in smoke_config["experiments"].items():
+        settings = Settings.from_dict({"name": name, **experiment})
+        expected_models += len(layout.experiment_model_dirs(settings)) * len(settings.seeds)
     counts = dict(
         line.split()[:2] for line in dry_output.splitlines() if line.split()[:1] and line.split()[0] in
         {"evaluate", "retrain", "soup", "pretrain", "report", "total"}
@@ -98,9 +94,14 @@ def test_report_has_every_method_and_soups_have_their_phase_sparsity(smoke_run, 
     assert "SMS greedy" not in (directory / "results/smoke_uniform/report/table.md").read_text()
     wide = pd.read_csv(directory / "results/smoke/report/table.csv")
     assert list(wide.method) == [
-        "Dense", "IMP", "Best ingredient (SMS uniform)", "Mean ingredient (SMS uniform)",
-        "SMS uniform", "Best ingredient (SMS greedy)", "Mean ingredient (SMS greedy)", "SMS greedy",
+        "Dense", "IMP", "IMP (m x budget)", "Best ingredient (SMS uniform)",
+        "Mean ingredient (SMS uniform)", "SMS uniform", "SMS uniform (2 of m)",
+        "Best ingredient (SMS greedy)", "Mean ingredient (SMS greedy)", "SMS greedy",
+        "Soup at end (IMP, last phase)", "Lottery Pools (interp)", "Lottery Pools (avg)",
+        "Prediction ensemble (not sparse)",
     ]  # fmt: skip
+    assert wide.loc[wide.method == "Soup at end (IMP, last phase)", "phase1_test_accuracy"].isna().all()
+    assert wide.loc[wide.method == "Soup at end (IMP, last phase)", "phase2_test_accuracy"].notna().all()
     assert (directory / "results/smoke/report/accuracy_vs_sparsity.png").stat().st_size > 10_000
     soups = 0
     for path in (directory / "results").rglob("soup/metrics.json"):
@@ -112,13 +113,20 @@ def test_report_has_every_method_and_soups_have_their_phase_sparsity(smoke_run, 
         assert metrics["sparsity"] == pytest.approx(metrics["target_sparsity"], abs=1e-3)
         assert total > 0
         soups += 1
-    assert soups == 2 * 2 * 2 + 1  # (uniform, greedy) x 2 phases x 2 seeds + smoke_uniform
+    # smoke: (uniform, greedy, uniform_k2) x 2 phases x 2 seeds + soup_at_end x 2 seeds;
+    # smoke_uniform: the uniform soup of its one phase (soup-at-end would be the same)
+    assert soups == 3 * 2 * 2 + 2 + 1
 
 
 def test_metrics_carry_checksums_and_runs_carry_provenance(smoke_run) -> None:
     directory, _ = smoke_run
     for path in (directory / "results").rglob("metrics.json"):
         record = json.loads(path.read_text())
+        if record["kind"] == "ensemble":  # no model of its own: the checksums of its members
+            members = [sha256(directory / member) for member in record["members"]]
+            assert record["member_sha256"] == members and len(members) > 1, path
+            assert 0 < record["inference_cost"] <= len(members)
+            continue
         assert record["checkpoint_sha256"] == sha256(path.with_name("model.pt")), path
     for experiment in ("smoke", "smoke_uniform"):
         provenance = json.loads((directory / f"results/{experiment}/provenance.json").read_text())

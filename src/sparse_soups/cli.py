@@ -52,7 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
     soup = commands.add_parser("soup", help="average ingredients and recalibrate BatchNorm")
     _add_common(soup)
     soup.add_argument("--method", required=True, help="uniform or greedy")
+    soup.add_argument("--name", help="the soup's directory name (default: the method)")
     soup.add_argument("ingredients", type=Path, nargs="+")
+
+    ensemble = commands.add_parser("ensemble", help="metrics of the mean-softmax ensemble of models")
+    _add_common(ensemble)
+    ensemble.add_argument("ingredients", type=Path, nargs="+")
+
+    pools = commands.add_parser("lottery-pools", help="Lottery Pools over the tickets of an IMP chain")
+    _add_common(pools)
+    pools.add_argument("--phase", type=int, required=True, help="target phase")
+    pools.add_argument("--variant", required=True, choices=["interp", "avg"])
+    pools.add_argument("tickets", type=Path, nargs="+", help="the IMP models of phases 1..P, in order")
 
     evaluate = commands.add_parser("evaluate", help="metrics of one checkpoint as JSON")
     _add_common(evaluate)
@@ -90,7 +101,11 @@ def run(args: argparse.Namespace) -> None:
             device,
         )
     elif args.command == "soup":
-        steps.soup(settings, args.data, args.method, args.ingredients, args.out, device)
+        steps.soup(settings, args.data, args.method, args.ingredients, args.out, device, args.name)
+    elif args.command == "ensemble":
+        steps.ensemble(settings, args.data, args.ingredients, args.out, device)
+    elif args.command == "lottery-pools":
+        steps.lottery_pools(settings, args.data, args.phase, args.tickets, args.variant, args.out, device)
     elif args.command == "evaluate":
         steps.evaluate(settings, args.data, args.checkpoint, args.out, device)
 

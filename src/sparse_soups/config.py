@@ -58,12 +58,14 @@ class PretrainSettings:
 class PruneSettings:
     sparsity: float = 0.9  # goal after the last phase
     phases: int = 3
+    selection: str = "global"  # global | layerwise | random
+    exclude: tuple[str, ...] = ()  # first_conv, classifier: never pruned
 
 
 @dataclass(frozen=True)
 class RetrainSettings:
     epochs: int = 4
-    schedule: str = "llr"
+    schedule: str = "llr"  # ft | lrw | slr | clr | llr | allr
     warmup_fraction: float = 0.1
 
 
@@ -72,6 +74,19 @@ class SoupSettings:
     ingredients: int = 4  # m
     methods: tuple[str, ...] = ("uniform", "greedy")
     bn_recalibration_fraction: float = 0.2  # share of the training split forwarded
+    vary: str = "seed"  # the axis ingredients differ on: seed | weight_decay | lr | epochs | schedule
+    values: tuple[Any, ...] = ()  # one value per ingredient, for every axis but seed
+    subset_sizes: tuple[int, ...] = ()  # k of m: extra soups of the first k ingredients
+
+
+@dataclass(frozen=True)
+class BaselineSettings:
+    """Reference rows beside SMS, each a config switch (see layout for their models)."""
+
+    imp_budget: bool = True  # IMP retrained m times as long per phase (SMS's compute)
+    soup_at_end: bool = True  # m IMP retrains of the last phase, averaged once
+    ensemble: bool = True  # mean-softmax ensemble of each phase's SMS ingredients
+    lottery_pools: str = "last"  # none | last | all: target phases of Lottery Pools (interp and avg)
 
 
 @dataclass(frozen=True)
@@ -96,6 +111,7 @@ class Settings:
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     soup: SoupSettings = field(default_factory=SoupSettings)
     compute: ComputeSettings = field(default_factory=ComputeSettings)
+    baselines: BaselineSettings = field(default_factory=BaselineSettings)
     eval_batch_size: int = 1000
 
     @classmethod
@@ -153,4 +169,38 @@ def config_problems(config: dict[str, Any], schema_path: str | Path) -> list[str
         root = (experiment or {}).get("data", {}).get("root") if isinstance(experiment, dict) else None
         if isinstance(root, str) and not Path(root).is_dir():
             problems.append(f"experiments.{name}.data.root: directory '{root}' does not exist")
+        if isinstance(experiment, dict):
+            problems += _soup_problems(name, experiment.get("soup") or {})
+    return problems
+
+
+_AXIS_TYPES: dict[str, tuple[type, ...]] = {
+    "weight_decay": (int, float), "lr": (int, float), "epochs": (int,), "schedule": (str,),
+}  # fmt: skip
+RETRAIN_SCHEDULES = ("ft", "lrw", "slr", "clr", "llr", "allr")
+
+
+def _soup_problems(name: str, soup: dict[str, Any]) -> list[str]:
+    """Cross-key checks the schema cannot express: one value per ingredient, of the axis' type."""
+    if not isinstance(soup, dict):
+        return []
+    key = f"experiments.{name}.soup"
+    axis, values, m = soup.get("vary", "seed"), soup.get("values", []), soup.get("ingredients", 4)
+    problems = [
+        f"{key}.subset_sizes: {k} is more than the {m} ingredients"
+        for k in soup.get("subset_sizes", []) or []
+        if isinstance(m, int) and isinstance(k, int) and k > m
+    ]
+    if axis == "seed" or axis not in _AXIS_TYPES or not isinstance(values, list):
+        if axis == "seed" and values:
+            problems.append(f"{key}.values: must be empty when vary is 'seed' (got {values!r})")
+        return problems
+    if isinstance(m, int) and len(values) != m:
+        problems.append(f"{key}.values: {len(values)} values for {m} ingredients (need one each)")
+    for value in values:
+        wrong_type = not isinstance(value, _AXIS_TYPES[axis]) or isinstance(value, bool)
+        if wrong_type or (axis == "schedule" and value not in RETRAIN_SCHEDULES):
+            problems.append(f"{key}.values: {value!r} is not a valid {axis}")
+        elif axis != "schedule" and (value < 0 or (axis != "weight_decay" and value == 0)):
+            problems.append(f"{key}.values: {value!r} is out of range for {axis}")
     return problems

@@ -22,6 +22,19 @@ def accuracy(model: nn.Module, split: Split, batch_size: int) -> float:
     return correct / len(split)
 
 
+@torch.no_grad()
+def ensemble_accuracy(models: list[nn.Module], split: Split, batch_size: int) -> float:
+    """Top-1 accuracy of the mean softmax of `models`, against the split's true labels
+    (not agreement with one member, the defect of the authors' code)."""
+    for model in models:
+        model.eval()
+    correct = 0
+    for images, labels in iterate_batches(split, batch_size):
+        probabilities = torch.stack([model(images).softmax(1) for model in models]).mean(0)
+        correct += int((probabilities.argmax(1) == labels).sum())
+    return correct / len(split)
+
+
 def model_metrics(model: nn.Module, dataset: Dataset, batch_size: int) -> dict[str, Any]:
     global_sparsity, layer_sparsity = sparsity(model)
     return {

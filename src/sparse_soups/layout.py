@@ -10,13 +10,26 @@ method (`uniform`, `greedy`: m retrains per phase, souped). Each model directory
                                       model, so they are shared (IMP is ingredient 0)
     {chain}/phase{p}/ingredient{i}/   phase p >= 2 retrains of a chain
     {soup}/phase{p}/soup/             the soup of a phase's ingredients
+    imp_budget/phase{p}/ingredient0/  IMP with m times the retrain epochs (own chain from phase 1)
+    soup_at_end/phase{P}/soup/        the last phase's IMP ingredients imp/phase{P}/ingredient{i}, averaged
+    uniform_k{k}/phase{p}/soup/       the first k of the uniform chain's m ingredients, averaged
+    ensemble/phase{p}/                metrics only: mean-softmax ensemble of the SMS ingredients
+    lottery_pools_{interp,avg}/phase{p}/  Lottery Pools over the IMP tickets, aimed at phase p
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Settings
+
 DENSE = "dense"
 IMP = "imp"
+IMP_BUDGET = "imp_budget"
 SOUP_METHODS = ("uniform", "greedy")
+SOUP_AT_END = "soup_at_end"
+ENSEMBLE = "ensemble"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 
@@ -26,8 +39,9 @@ def run_dir(experiment: str, seed: int) -> str:
 
 
 def lineage(chain: str, phase: int) -> str:
-    """Directory that holds a chain's ingredients for a phase (shared in phase 1)."""
-    return DENSE if phase == 1 else chain
+    """Directory that holds a chain's ingredients for a phase (shared in phase 1, except
+    by imp_budget, whose retrains are longer)."""
+    return DENSE if phase == 1 and chain != IMP_BUDGET else chain
 
 
 def ingredient_dir(chain: str, phase: int, index: int) -> str:
@@ -38,15 +52,15 @@ def chain_model_dir(chain: str, phase: int) -> str:
     """The model a chain carries out of a phase: its soup, or IMP's single retrain."""
     if phase == 0:
         return DENSE
-    if chain == IMP:
-        return ingredient_dir(IMP, phase, 0)
+    if chain in (IMP, IMP_BUDGET):
+        return ingredient_dir(chain, phase, 0)
     return f"{chain}/phase{phase}/soup"
 
 
 def retrain_parent_dir(lineage_name: str, phase: int) -> str:
     """The model that the retrains in `{lineage_name}/phase{phase}/` start from."""
     if phase == 1:
-        if lineage_name != DENSE:
+        if lineage_name not in (DENSE, IMP_BUDGET):
             raise ValueError(f"phase-1 ingredients live under '{DENSE}/', not '{lineage_name}/'")
         return DENSE
     if lineage_name == DENSE:
@@ -54,12 +68,92 @@ def retrain_parent_dir(lineage_name: str, phase: int) -> str:
     return chain_model_dir(lineage_name, phase - 1)
 
 
-def run_model_dirs(phases: int, soup_methods: tuple[str, ...] | list[str], ingredients: int) -> list[str]:
-    """Every model directory of one run: the dense model, each chain's retrains and soups."""
+def subset_soup(k: int) -> str:
+    return f"uniform_k{k}"
+
+
+def soup_dir(name: str, phase: int) -> str:
+    return f"{name}/phase{phase}/soup"
+
+
+def soup_recipe(name: str, phase: int, ingredients: int) -> tuple[str, list[str]]:
+    """How the soup `name` is made: its averaging method and its ingredients' directories.
+
+    `uniform`/`greedy` average their own chain's m ingredients; `soup_at_end` the m
+    retrains of the IMP chain's phase; `uniform_k{k}` the first k of the uniform chain's.
+    """
+    if name in SOUP_METHODS:
+        return name, [ingredient_dir(name, phase, i) for i in range(ingredients)]
+    if name == SOUP_AT_END:
+        return "uniform", [ingredient_dir(IMP, phase, i) for i in range(ingredients)]
+    if name.startswith("uniform_k") and name[9:].isdigit():
+        return "uniform", [ingredient_dir("uniform", phase, i) for i in range(int(name[9:]))]
+    raise ValueError(f"unknown soup '{name}'")
+
+
+def ensemble_chain(soup_methods: tuple[str, ...] | list[str]) -> str:
+    """The chain whose ingredients the prediction ensemble combines: SMS uniform if run."""
+    return "uniform" if "uniform" in soup_methods else soup_methods[0]
+
+
+LOTTERY_POOLS_VARIANTS = ("interp", "avg")
+
+
+def lottery_pools_dir(variant: str, phase: int) -> str:
+    return f"lottery_pools_{variant}/phase{phase}"
+
+
+def ensemble_dir(phase: int) -> str:
+    return f"{ENSEMBLE}/phase{phase}"
+
+
+def run_model_dirs(
+    phases: int,
+    soup_methods: tuple[str, ...] | list[str],
+    ingredients: int,
+    *,
+    imp_budget: bool = False,
+    soup_at_end: bool = False,
+    subset_sizes: tuple[int, ...] | list[int] = (),
+    lottery_pools: str = "none",
+) -> list[str]:
+    """Every model directory of one run: the dense model, each chain's retrains and soups,
+    and the baselines switched on."""
     dirs = [DENSE]
     for phase in range(1, phases + 1):
         dirs.append(ingredient_dir(IMP, phase, 0))
+        if imp_budget:
+            dirs.append(ingredient_dir(IMP_BUDGET, phase, 0))
         for method in soup_methods:
             dirs += [ingredient_dir(method, phase, i) for i in range(ingredients)]
             dirs.append(chain_model_dir(method, phase))
+        if "uniform" in soup_methods:
+            dirs += [soup_dir(subset_soup(k), phase) for k in subset_sizes if k < ingredients]
+    if soup_at_end and phases > 1:  # with one phase it is SMS uniform's soup
+        dirs.append(soup_dir(SOUP_AT_END, phases))
+    if lottery_pools != "none" and phases > 1:
+        targets = range(1, phases + 1) if lottery_pools == "all" else [phases]
+        dirs += [lottery_pools_dir(v, p) for v in LOTTERY_POOLS_VARIANTS for p in targets]
     return list(dict.fromkeys(dirs))  # phase-1 ingredients are shared: keep each once
+
+
+def experiment_model_dirs(settings: Settings) -> list[str]:
+    """Every model directory of one run of `settings`, each baseline as switched on."""
+    return run_model_dirs(
+        settings.prune.phases,
+        settings.soup.methods,
+        settings.soup.ingredients,
+        imp_budget=settings.baselines.imp_budget,
+        soup_at_end=settings.baselines.soup_at_end,
+        subset_sizes=settings.soup.subset_sizes,
+        lottery_pools=settings.baselines.lottery_pools,
+    )
+
+
+def experiment_metrics_dirs(settings: Settings) -> list[str]:
+    """Directories whose metrics.json the report reads: the models, and the ensembles
+    (which have metrics but no model)."""
+    dirs = experiment_model_dirs(settings)
+    if settings.baselines.ensemble and settings.soup.ingredients > 1:
+        dirs += [ensemble_dir(p) for p in range(1, settings.prune.phases + 1)]
+    return dirs

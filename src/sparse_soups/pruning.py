@@ -43,22 +43,78 @@ def global_magnitude_masks(model: nn.Module, masks: Masks, density: float) -> Ma
     The count kept is rounded from the total, not from the previous phase, so rounding
     never drifts across phases. Already pruned weights stay pruned.
     """
+    return select_masks(model, masks, density, "global")
+
+
+def excluded_parameters(model: nn.Module, exclude: tuple[str, ...] | list[str]) -> set[str]:
+    """Names of the weights `exclude` protects: the first conv and/or the last Linear."""
+    names = list(prunable_parameters(model))
+    modules = dict(model.named_modules())
+    chosen = set()
+    kinds = {n: modules[n.removesuffix(".weight")] for n in names}
+    convs = [n for n in names if not isinstance(kinds[n], nn.Linear)]
+    linears = [n for n in names if isinstance(kinds[n], nn.Linear)]
+    if "first_conv" in exclude and convs:
+        chosen.add(convs[0])
+    if "classifier" in exclude and linears:
+        chosen.add(linears[-1])
+    return chosen
+
+
+def _top_k_masks(scores: dict[str, torch.Tensor], keep: int) -> Masks:
+    """Keep the `keep` highest scores over all tensors together (dead weights score -1)."""
+    flat = torch.cat([score.flatten() for score in scores.values()])
+    kept = torch.zeros_like(flat, dtype=torch.bool)
+    kept[torch.topk(flat, keep, sorted=False).indices] = True
+    masks, offset = {}, 0
+    for name, score in scores.items():
+        masks[name] = kept[offset : offset + score.numel()].view_as(score)
+        offset += score.numel()
+    return masks
+
+
+def select_masks(
+    model: nn.Module,
+    masks: Masks,
+    density: float,
+    selection: str = "global",
+    exclude: tuple[str, ...] | list[str] = (),
+    generator: torch.Generator | None = None,
+) -> Masks:
+    """New masks keeping `density` of the pruned layers' weights (excluded layers stay dense).
+
+    global: largest magnitudes over all layers; layerwise: each layer keeps `density`
+    of its own weights; random: a uniformly random subset of the unpruned weights (the
+    generator makes it the same for every ingredient of a phase).
+    """
     params = prunable_parameters(model)
-    total = sum(p.numel() for p in params.values())
-    keep = round(density * total)
-    alive = sum(int(masks[name].sum()) for name in params)
+    protected = excluded_parameters(model, exclude)
+    pruned = {name: p for name, p in params.items() if name not in protected}
+    if selection == "random":
+        scores = {
+            name: torch.where(masks[name], torch.rand(p.shape, generator=generator).to(p.device), -1.0)
+            for name, p in pruned.items()
+        }
+    elif selection in ("global", "layerwise"):
+        scores = {name: torch.where(masks[name], p.detach().abs(), -1.0) for name, p in pruned.items()}
+    else:
+        raise ValueError(
+            f"prune.selection: unknown selection '{selection}' (known: global, layerwise, random)"
+        )
+    if selection == "layerwise":
+        new = {}
+        for name, score in scores.items():
+            new |= _checked_top_k({name: score}, masks, round(density * score.numel()))
+    else:
+        new = _checked_top_k(scores, masks, round(density * sum(p.numel() for p in pruned.values())))
+    return {name: new[name] if name in new else masks[name] for name in params}
+
+
+def _checked_top_k(scores: dict[str, torch.Tensor], masks: Masks, keep: int) -> Masks:
+    alive = sum(int(masks[name].sum()) for name in scores)
     if keep > alive:
         raise ValueError(f"cannot keep {keep} weights: only {alive} are unpruned")
-    scores = torch.cat(
-        [torch.where(masks[name], p.detach().abs(), -1.0).flatten() for name, p in params.items()]
-    )
-    kept = torch.zeros_like(scores, dtype=torch.bool)
-    kept[torch.topk(scores, keep, sorted=False).indices] = True
-    new_masks, offset = {}, 0
-    for name, p in params.items():
-        new_masks[name] = kept[offset : offset + p.numel()].view_as(p)
-        offset += p.numel()
-    return new_masks
+    return _top_k_masks(scores, keep)
 
 
 @torch.no_grad()

@@ -93,15 +93,50 @@ def method_results(records: list[dict]) -> pd.DataFrame:
         if layout.DENSE in by_dir:
             run_rows.append(_row(DENSE_ROW, 0, by_dir[layout.DENSE]))
         for phase in range(1, phases + 1):
-            if (record := by_dir.get(layout.chain_model_dir(layout.IMP, phase))) is not None:
-                run_rows.append(_row("IMP", phase, record))
-            for method in methods:
-                label = f"SMS {method}"
-                run_rows += _ingredient_rows(method, label, phase, by_dir)
-                if (record := by_dir.get(layout.chain_model_dir(method, phase))) is not None:
-                    run_rows.append(_row(label, phase, record))
+            run_rows += _phase_rows(phase, methods, by_dir)
+        run_rows.sort(key=_rank)  # stable: the SMS rows keep their order
         rows += [{"experiment": experiment, "seed": seed, **row} for row in run_rows]
     return pd.DataFrame(rows)
+
+
+_RANKS = {
+    DENSE_ROW: 0, "IMP": 1, "IMP (m x budget)": 2, "Soup at end (IMP, last phase)": 4,
+    "Lottery Pools (interp)": 5, "Lottery Pools (avg)": 6, "Prediction ensemble (not sparse)": 7,
+}  # fmt: skip
+
+
+def _rank(row: dict) -> int:
+    """Table order: dense, IMP baselines, the SMS chains, then the other references."""
+    return _RANKS.get(row["method"], 3)
+
+
+def _subset_sizes(by_dir: dict[str, dict]) -> list[int]:
+    names = {r["method"] for r in by_dir.values() if r["kind"] == "soup"}
+    return sorted(int(n[9:]) for n in names if n.startswith("uniform_k") and n[9:].isdigit())
+
+
+def _phase_rows(phase: int, methods: list[str], by_dir: dict[str, dict]) -> list[dict]:
+    """A phase's rows, in the table's order: IMP baselines, each SMS chain (best and mean
+    ingredient, soup, k-of-m soups), soup-at-end, Lottery Pools, the prediction ensemble."""
+    singles = [("IMP", layout.chain_model_dir(layout.IMP, phase))]
+    singles.append(("IMP (m x budget)", layout.chain_model_dir(layout.IMP_BUDGET, phase)))
+    rows = [_row(label, phase, by_dir[d]) for label, d in singles if d in by_dir]
+    for method in methods:
+        label = f"SMS {method}"
+        rows += _ingredient_rows(method, label, phase, by_dir)
+        if (record := by_dir.get(layout.chain_model_dir(method, phase))) is not None:
+            rows.append(_row(label, phase, record))
+        if method == "uniform":
+            for k in _subset_sizes(by_dir):
+                if (record := by_dir.get(layout.soup_dir(layout.subset_soup(k), phase))) is not None:
+                    rows.append(_row(f"SMS uniform ({k} of m)", phase, record))
+    others = [
+        ("Soup at end (IMP, last phase)", layout.soup_dir(layout.SOUP_AT_END, phase)),
+        ("Lottery Pools (interp)", layout.lottery_pools_dir("interp", phase)),
+        ("Lottery Pools (avg)", layout.lottery_pools_dir("avg", phase)),
+        ("Prediction ensemble (not sparse)", layout.ensemble_dir(phase)),
+    ]
+    return rows + [_row(label, phase, by_dir[d]) for label, d in others if d in by_dir]
 
 
 def summary_table(results: pd.DataFrame) -> pd.DataFrame:

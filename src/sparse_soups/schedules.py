@@ -44,7 +44,7 @@ def _step(milestones: tuple[float, ...], gamma: float, progress: float) -> float
     return gamma ** sum(progress >= m for m in milestones)
 
 
-def pretrain_schedule(settings: PretrainSettings) -> Schedule:
+def _pretrain_decay(settings: PretrainSettings) -> Callable[[float], float]:
     decays: dict[str, Callable[[float], float]] = {
         "linear": _linear,
         "cosine": _cosine,
@@ -55,11 +55,67 @@ def pretrain_schedule(settings: PretrainSettings) -> Schedule:
         raise ValueError(
             f"pretrain.schedule: unknown schedule '{settings.schedule}' (known: {sorted(decays)})"
         )
-    return partial(_with_warmup, decays[settings.schedule], settings.warmup_fraction)
+    return decays[settings.schedule]
 
 
-def retrain_schedule(settings: RetrainSettings) -> Schedule:
-    """LLR (the paper's default): warm-up to the peak pretraining LR, then linear to zero."""
-    if settings.schedule != "llr":
-        raise ValueError(f"retrain.schedule: unknown schedule '{settings.schedule}' (known: ['llr'])")
-    return partial(_with_warmup, _linear, settings.warmup_fraction)
+def pretrain_schedule(settings: PretrainSettings) -> Schedule:
+    return partial(_with_warmup, _pretrain_decay(settings), settings.warmup_fraction)
+
+
+def _constant_factor(factor: float, step: int, total: int) -> float:
+    return factor
+
+
+def _replay(pretrain: Schedule, pretrain_steps: int, step: int, total: int) -> float:
+    """LRW: step s of N replays pretraining step P - N + s (clamped to the first step)."""
+    return pretrain(max(0, pretrain_steps - total + step), pretrain_steps)
+
+
+def _cosine_to(floor: float, progress: float) -> float:
+    return floor + (1.0 - floor) * _cosine(progress)
+
+
+def _scaled(scale: float, schedule: Schedule, step: int, total: int) -> float:
+    return scale * schedule(step, total)
+
+
+def allr_scale(norm_drop: float, prune_fraction: float, retrain_epochs: int, pretrain_epochs: int) -> float:
+    """ALLR's peak as a share of the pretraining peak: a prune that removes much of the
+    norm gets a high peak, a gentle one a low peak, clipped to [min(E_re/E_pre, 1), 1]."""
+    low = min(retrain_epochs / pretrain_epochs, 1.0)
+    if prune_fraction <= 0:
+        return low
+    return min(max(norm_drop / math.sqrt(prune_fraction), low), 1.0)
+
+
+def retrain_schedule(
+    settings: RetrainSettings,
+    pretrain: PretrainSettings | None = None,
+    pretrain_steps: int = 1,
+    allr_peak: float = 1.0,
+) -> Schedule:
+    """The retrain schedule as factors of the pretraining peak LR.
+
+    FT, LRW, SLR and CLR are defined by the pretraining schedule of `pretrain_steps`
+    steps; `allr_peak` is ALLR's scaled peak (see `allr_scale`).
+    """
+    pretrain = pretrain or PretrainSettings()
+    before = pretrain_schedule(pretrain)
+    warmup = settings.warmup_fraction
+    name = settings.schedule
+    if name == "llr":
+        return partial(_with_warmup, _linear, warmup)
+    if name == "allr":
+        return partial(_scaled, allr_peak, partial(_with_warmup, _linear, warmup))
+    if name == "ft":
+        return partial(_constant_factor, before(pretrain_steps - 1, pretrain_steps))
+    if name == "lrw":
+        return partial(_replay, before, pretrain_steps)
+    if name == "slr":
+        return partial(_with_warmup, _pretrain_decay(pretrain), warmup)
+    if name == "clr":
+        floor = min(before(step, pretrain_steps) for step in range(pretrain_steps))
+        return partial(_with_warmup, partial(_cosine_to, floor), warmup)
+    raise ValueError(
+        f"retrain.schedule: unknown schedule '{name}' (known: ['allr', 'clr', 'ft', 'llr', 'lrw', 'slr'])"
+    )

@@ -30,8 +30,11 @@ wildcard_constraints:
     seed=r"\d+",
     phase=r"\d+",
     index=r"\d+",
-    lineage="|".join([layout.DENSE, layout.IMP, *layout.SOUP_METHODS]),
-    method="|".join(layout.SOUP_METHODS),
+    lineage="|".join(
+        [layout.DENSE, layout.IMP, layout.IMP_BUDGET, *layout.SOUP_METHODS]
+    ),
+    soup=r"uniform|greedy|soup_at_end|uniform_k\d+",
+    variant="interp|avg",
 
 
 def settings_of(wildcards) -> Settings:
@@ -47,24 +50,38 @@ def retrain_parent(wildcards) -> str:
     return run_path(wildcards, parent)
 
 
+def soup_method(wildcards) -> str:
+    m = settings_of(wildcards).soup.ingredients
+    return layout.soup_recipe(wildcards.soup, int(wildcards.phase), m)[0]
+
+
 def soup_ingredients(wildcards) -> list[str]:
     m = settings_of(wildcards).soup.ingredients
+    dirs = layout.soup_recipe(wildcards.soup, int(wildcards.phase), m)[1]
+    return [run_path(wildcards, d) for d in dirs]
+
+
+def ensemble_ingredients(wildcards) -> list[str]:
+    settings = settings_of(wildcards)
+    chain = layout.ensemble_chain(settings.soup.methods)
     phase = int(wildcards.phase)
     return [
-        run_path(wildcards, layout.ingredient_dir(wildcards.method, phase, i))
-        for i in range(m)
+        run_path(wildcards, layout.ingredient_dir(chain, phase, i))
+        for i in range(settings.soup.ingredients)
     ]
+
+
+def imp_tickets(wildcards) -> list[str]:
+    phases = range(1, settings_of(wildcards).prune.phases + 1)
+    return [run_path(wildcards, layout.chain_model_dir(layout.IMP, p)) for p in phases]
 
 
 def experiment_metrics(wildcards) -> list[str]:
     settings = settings_of(wildcards)
-    model_dirs = layout.run_model_dirs(
-        settings.prune.phases, settings.soup.methods, settings.soup.ingredients
-    )
     return [
         f"{layout.run_dir(wildcards.experiment, seed)}/{model_dir}/{layout.METRICS_FILE}"
         for seed in settings.seeds
-        for model_dir in model_dirs
+        for model_dir in layout.experiment_metrics_dirs(settings)
     ]
 
 
