@@ -1,23 +1,19 @@
+# Tables and figures of each experiment, from its metrics files alone (`sparse-soups
+# report`). One rule per report part, so each declares a fixed set of files; which parts
+# an experiment gets follows its settings (`report_parts` and `report_outputs` in
+# common.smk). Every rule reads all metrics files of the experiment: when one changes,
+# only these jobs rerun.
+report: "../report/workflow.rst"
+
+
 rule report:
-    """Results table (CSV, Markdown) and accuracy-vs-sparsity figure of one experiment,
-    from its metrics files alone."""
+    """Main tables (test accuracy, ECE) and figures of one experiment."""
     input:
         metrics=experiment_metrics,
     output:
-        table_md=report(
-            "results/{experiment}/report/table.md",
-            caption="../report/table.rst",
-            category="Results",
-        ),
-        table_csv="results/{experiment}/report/table.csv",
-        results_csv="results/{experiment}/report/results.csv",
-        figure=report(
-            "results/{experiment}/report/accuracy_vs_sparsity.png",
-            caption="../report/figure.rst",
-            category="Results",
-        ),
+        **report_outputs("main"),
     log:
-        "results/{experiment}/logs/report.log",
+        "results/{experiment}/logs/report_main.log",
     conda:
         ENV
     threads: 1
@@ -25,6 +21,39 @@ rule report:
         mem_mb=RESOURCES["light"]["mem_mb"],
         runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
         gpu=RESOURCES["light"]["gpu"],
+    params:
+        part="main",
+        about=experiment_summary,
     shell:
-        "python -m sparse_soups report --out results/{wildcards.experiment}/report"
-        " {input.metrics} > {log} 2>&1"
+        "python -m sparse_soups report --part {params.part}"
+        " --out results/{wildcards.experiment}/report {input.metrics} > {log} 2>&1"
+
+
+use rule report as report_ood with:
+    output:
+        **report_outputs("ood"),
+    log:
+        "results/{experiment}/logs/report_ood.log",
+    params:
+        part="ood",
+        about=experiment_summary,
+
+
+use rule report as report_ablation_m with:
+    output:
+        **report_outputs("ablation_m"),
+    log:
+        "results/{experiment}/logs/report_ablation_m.log",
+    params:
+        part="ablation_m",
+        about=experiment_summary,
+
+
+use rule report as report_ablation_vary with:
+    output:
+        **report_outputs("ablation_vary"),
+    log:
+        "results/{experiment}/logs/report_ablation_vary.log",
+    params:
+        part="ablation_vary",
+        about=experiment_summary,

@@ -1,0 +1,82 @@
+"""Writing a report: the parts' tables and figures, from metrics files to `out_dir`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from . import figures, tables
+from .parts import PARTS
+from .records import ingredient_results, load_metrics, method_results, ood_cells
+
+
+def available_parts(results: pd.DataFrame, ingredients: pd.DataFrame) -> list[str]:
+    """The parts for which the metrics have data (the default of `write_report`)."""
+    parts = ["main"]
+    if results.ood_accuracy.notna().any() or not ood_cells(results).empty:
+        parts.append("ood")
+    if results.method.str.fullmatch(r"SMS uniform \(\d+ of m\)").any():
+        parts.append("ablation_m")
+    if (ingredients.axis != "seed").any():
+        parts.append("ablation_vary")
+    return parts
+
+
+def _main(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
+    paths = {"results.csv": out / "results.csv"}
+    results.drop(columns="ood").to_csv(paths["results.csv"], index=False)
+    paths |= tables.write_table(
+        tables.phase_table(results, "test_accuracy", "table", "Test accuracy (%)"), out
+    )
+    ece = tables.phase_table(results, "ece", "ece", "ECE (%, 15 bins, lower is better)", higher=False)
+    paths |= tables.write_table(ece, out)
+    paths |= figures.metric_vs_sparsity(
+        results, "test_accuracy", "test accuracy (%)", out, "accuracy_vs_sparsity"
+    )
+    paths |= figures.soup_gain(results, out)
+    return paths | figures.ingredients_figure(results, ingredients, out)
+
+
+def _ood(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
+    what = "OOD accuracy (%, mean over corruptions and severities)"
+    paths = tables.write_table(tables.phase_table(results, "ood_accuracy", "ood", what), out)
+    paths |= tables.write_table(tables.corruption_table(results), out)
+    paths |= figures.metric_vs_sparsity(results, "ood_accuracy", "OOD accuracy (%)", out, "ood_vs_sparsity")
+    return paths | figures.ood_severity(results, out) | figures.ood_heatmap(results, out)
+
+
+def _ablation_m(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
+    return tables.write_table(tables.ablation_m_table(results, ingredients), out)
+
+
+def _ablation_vary(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
+    return tables.write_table(tables.ablation_vary_table(results, ingredients), out)
+
+
+_WRITERS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, Path], dict[str, Path]]] = {
+    "main": _main, "ood": _ood, "ablation_m": _ablation_m, "ablation_vary": _ablation_vary,
+}  # fmt: skip
+
+
+def write_report(
+    metric_files: Iterable[str | Path], out_dir: Path, parts: Iterable[str] | None = None
+) -> dict[str, Path]:
+    """Write the report `parts` (default: every part the metrics have data for) of one
+    experiment into `out_dir`; returns each written file by name."""
+    records = load_metrics(metric_files)
+    experiments = sorted({r["experiment"] for r in records})
+    if len(experiments) != 1:
+        raise ValueError(f"a report covers one experiment; the metrics files are of {experiments or 'none'}")
+    results, ingredients = method_results(records), ingredient_results(records)
+    chosen = list(parts) if parts is not None else available_parts(results, ingredients)
+    unknown = [part for part in chosen if part not in PARTS]
+    if unknown:
+        raise ValueError(f"unknown report parts {unknown} (known: {', '.join(PARTS)})")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, Path] = {}
+    for part in chosen:
+        paths |= _WRITERS[part](results, ingredients, out_dir)
+    return paths

@@ -1,0 +1,33 @@
+"""The fixed files of each report part: what `write_report` writes and the rules declare.
+
+Kept free of heavy imports, so the Snakefile can read it while it builds the DAG.
+
+    main           results.csv; table (test accuracy) and ece tables; accuracy_vs_sparsity,
+                   soup_gain, ingredients figures
+    ood            ood (mean OOD accuracy) and ood_corruptions tables; ood_vs_sparsity,
+                   ood_severity, ood_heatmap figures
+    ablation_m     ablation_m table (k-of-m uniform soups)
+    ablation_vary  ablation_vary table (ingredients by their value on soup.vary)
+
+Tables come as .csv, .md, .tex (booktabs) and .html; figures as .png and .pdf.
+"""
+
+from __future__ import annotations
+
+TABLE_FORMATS = ("csv", "md", "tex", "html")
+FIGURE_FORMATS = ("png", "pdf")
+PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # part: (tables, figures)
+    "main": (("table", "ece"), ("accuracy_vs_sparsity", "soup_gain", "ingredients")),
+    "ood": (("ood", "ood_corruptions"), ("ood_vs_sparsity", "ood_severity", "ood_heatmap")),
+    "ablation_m": (("ablation_m",), ()),
+    "ablation_vary": (("ablation_vary",), ()),
+}
+EXTRA_FILES = {"main": ("results.csv",)}  # the long per-seed results behind every table
+
+
+def part_files(part: str) -> list[str]:
+    """The file names a part writes (what its Snakemake rule declares)."""
+    table_stems, figure_stems = PARTS[part]
+    names = list(EXTRA_FILES.get(part, ()))
+    names += [f"{stem}.{fmt}" for stem in table_stems for fmt in TABLE_FORMATS]
+    return names + [f"{stem}.{fmt}" for stem in figure_stems for fmt in FIGURE_FORMATS]

@@ -1,0 +1,226 @@
+"""From metrics files to tidy tables: one row per (seed, method, phase), and one per ingredient.
+
+Each metrics file names the model directory it describes (see `layout`), which is all
+that is needed to tell which method and phase a number belongs to. Fields that an older
+run, or a run without OOD evaluation, did not write become NaN here, never an error.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from .. import layout
+from ..checkpoints import sha256
+
+DENSE_ROW = "Dense"
+ENSEMBLE_ROW = "Prediction ensemble (not sparse)"
+# Scalar metrics carried into the tables; any of them may be absent from a file.
+METRICS = ("test_accuracy", "validation_accuracy", "sparsity", "ece", "worst_class_accuracy", "ood_accuracy")
+# Recipe fields an ingredient may vary in (`soup.vary`), as the checkpoint meta records them.
+AXES = ("weight_decay", "lr", "epochs", "schedule")
+
+REQUIRED_FIELDS = (
+    "experiment", "seed", "model_dir", "kind", "phase", "sparsity",
+    "test_accuracy", "validation_accuracy", "checkpoint_sha256",
+)  # fmt: skip
+
+
+def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
+    """Read metrics files, refusing incomplete ones and ones whose checkpoint changed since."""
+    records = []
+    for path in map(Path, paths):
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as error:
+            raise ValueError(f"cannot read metrics file {path}: {error}") from error
+        missing = [field for field in REQUIRED_FIELDS if field not in record]
+        if missing:
+            raise ValueError(f"metrics file {path} lacks the fields {missing}")
+        checkpoint = path.with_name(layout.MODEL_FILE)
+        if checkpoint.exists() and sha256(checkpoint) != record["checkpoint_sha256"]:
+            raise ValueError(
+                f"metrics file {path} describes another checkpoint than {checkpoint} "
+                "(checksums differ): rerun its evaluation"
+            )
+        records.append(record)
+    return records
+
+
+def _number(value: object) -> float:
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else math.nan
+
+
+def _row(method: str, phase: int, record: dict) -> dict:
+    row: dict = {"method": method, "phase": phase}
+    row.update({key: _number(record.get(key)) for key in METRICS})
+    row["ood"] = record.get("ood") or None
+    return row
+
+
+def _mean_ood(tables: list[dict | None]) -> dict | None:
+    """Cell-wise mean of several `ood` tables, or None unless all have the same cells."""
+    if not tables or any(not t for t in tables):
+        return None
+    cells = {(c, s) for c, sev in tables[0].items() for s in sev}
+    if any({(c, s) for c, sev in t.items() for s in sev} != cells for t in tables):
+        return None
+    out: dict = {}
+    for corruption, severity in sorted(cells):
+        values = [_number(t[corruption][severity]) for t in tables]
+        out.setdefault(corruption, {})[severity] = sum(values) / len(values)
+    return out
+
+
+def chain_ingredients(chain: str, phase: int, by_dir: dict[str, dict]) -> list[dict]:
+    """A chain's ingredients of one phase, in index order (stops at the first gap)."""
+    ingredients = []
+    while (record := by_dir.get(layout.ingredient_dir(chain, phase, len(ingredients)))) is not None:
+        ingredients.append(record)
+    return ingredients
+
+
+def _ingredient_rows(chain: str, label: str, phase: int, by_dir: dict[str, dict]) -> list[dict]:
+    ingredients = chain_ingredients(chain, phase, by_dir)
+    if not ingredients:
+        return []
+    best = max(ingredients, key=lambda r: r["validation_accuracy"])  # chosen on validation
+    rows = [_row("", phase, r) for r in ingredients]
+    mean = {key: sum(r[key] for r in rows) / len(rows) for key in METRICS}
+    mean["ood"] = _mean_ood([r["ood"] for r in rows])
+    return [
+        _row(f"Best ingredient ({label})", phase, best),
+        {"method": f"Mean ingredient ({label})", "phase": phase, **mean},
+    ]
+
+
+# Model directories of the methods that other parts of the package add (GMP, GMP with
+# SMS, IMP with rewinding), relative to the run directory; absent ones are skipped.
+def _extra_dirs(phase: int) -> dict[str, str]:
+    return {
+        "IMP (rewind)": f"imp_rewind/phase{phase}/ingredient0",
+        "GMP": f"gmp/phase{phase}",
+        "GMP + SMS": f"gmp_sms/phase{phase}",
+    }
+
+
+def subset_sizes(by_dir: dict[str, dict]) -> list[int]:
+    """The k of the run's k-of-m uniform soups."""
+    names = {r.get("method", "") for r in by_dir.values() if r["kind"] == "soup"}
+    return sorted(int(n[9:]) for n in names if n.startswith("uniform_k") and n[9:].isdigit())
+
+
+def _phase_rows(phase: int, methods: list[str], by_dir: dict[str, dict]) -> list[dict]:
+    """A phase's rows in the table's order: IMP baselines, each SMS chain (best and mean
+    ingredient, soup, k-of-m soups), GMP, soup-at-end, Lottery Pools, the ensemble."""
+    extra = _extra_dirs(phase)
+    singles = [
+        ("IMP", layout.chain_model_dir(layout.IMP, phase)),
+        ("IMP (rewind)", extra["IMP (rewind)"]),
+        ("IMP (m x budget)", layout.chain_model_dir(layout.IMP_BUDGET, phase)),
+    ]
+    rows = [_row(label, phase, by_dir[d]) for label, d in singles if d in by_dir]
+    for method in methods:
+        label = f"SMS {method}"
+        rows += _ingredient_rows(method, label, phase, by_dir)
+        if (record := by_dir.get(layout.chain_model_dir(method, phase))) is not None:
+            rows.append(_row(label, phase, record))
+        if method == "uniform":
+            for k in subset_sizes(by_dir):
+                if (record := by_dir.get(layout.soup_dir(layout.subset_soup(k), phase))) is not None:
+                    rows.append(_row(f"SMS uniform ({k} of m)", phase, record))
+    others = [
+        ("GMP", extra["GMP"]),
+        ("GMP + SMS", extra["GMP + SMS"]),
+        ("Soup at end (IMP, last phase)", layout.soup_dir(layout.SOUP_AT_END, phase)),
+        ("Lottery Pools (interp)", layout.lottery_pools_dir("interp", phase)),
+        ("Lottery Pools (avg)", layout.lottery_pools_dir("avg", phase)),
+        (ENSEMBLE_ROW, layout.ensemble_dir(phase)),
+    ]
+    return rows + [_row(label, phase, by_dir[d]) for label, d in others if d in by_dir]
+
+
+_RANKS = {
+    DENSE_ROW: 0, "IMP": 1, "IMP (rewind)": 2, "IMP (m x budget)": 3, "GMP": 5, "GMP + SMS": 6,
+    "Soup at end (IMP, last phase)": 7, "Lottery Pools (interp)": 8, "Lottery Pools (avg)": 9,
+    ENSEMBLE_ROW: 10,
+}  # fmt: skip
+
+
+def _rank(row: dict) -> int:
+    """Table order: dense, IMP baselines, the SMS chains, GMP, then the other references."""
+    return _RANKS.get(row["method"], 4)
+
+
+def runs(records: list[dict]) -> dict[tuple[str, int], dict[str, dict]]:
+    """The records of each (experiment, seed), by model directory."""
+    out: dict[tuple[str, int], dict[str, dict]] = {}
+    for record in records:
+        out.setdefault((record["experiment"], record["seed"]), {})[record["model_dir"]] = record
+    return dict(sorted(out.items()))
+
+
+def soup_methods(by_dir: dict[str, dict]) -> list[str]:
+    present = {r.get("method") for r in by_dir.values() if r["kind"] == "soup"}
+    return [m for m in layout.SOUP_METHODS if m in present]
+
+
+def method_results(records: list[dict]) -> pd.DataFrame:
+    """One row per (experiment, seed, method, phase), in the tables' row order."""
+    rows = []
+    for (experiment, seed), by_dir in runs(records).items():
+        phases = max(r["phase"] for r in by_dir.values())
+        run_rows = [_row(DENSE_ROW, 0, by_dir[layout.DENSE])] if layout.DENSE in by_dir else []
+        for phase in range(1, phases + 1):
+            run_rows += _phase_rows(phase, soup_methods(by_dir), by_dir)
+        run_rows.sort(key=_rank)  # stable: the SMS rows keep their order
+        rows += [{"experiment": experiment, "seed": seed, **row} for row in run_rows]
+    return pd.DataFrame(rows, columns=["experiment", "seed", "method", "phase", *METRICS, "ood"])
+
+
+def varied_axis(recipes: list[dict]) -> str:
+    """The recipe field in which a phase's ingredients differ (`soup.vary`), else the seed."""
+    for axis in AXES:
+        if len({str(r.get(axis)) for r in recipes}) > 1:
+            return axis
+    return "seed"
+
+
+def ingredient_results(records: list[dict]) -> pd.DataFrame:
+    """One row per ingredient of every SMS chain, with its value on the varied axis."""
+    rows = []
+    for (experiment, seed), by_dir in runs(records).items():
+        phases = max(r["phase"] for r in by_dir.values())
+        for chain in soup_methods(by_dir):
+            for phase in range(1, phases + 1):
+                ingredients = chain_ingredients(chain, phase, by_dir)
+                recipes = [r.get("recipe") or {} for r in ingredients]
+                axis = varied_axis(recipes)
+                for index, (record, recipe) in enumerate(zip(ingredients, recipes, strict=True)):
+                    value = recipe.get("seed_index", index) if axis == "seed" else recipe.get(axis)
+                    rows.append({
+                        "experiment": experiment, "seed": seed, "chain": chain, "phase": phase,
+                        "index": index, "axis": axis, "value": value,
+                        **{key: _number(record.get(key)) for key in METRICS},
+                    })  # fmt: skip
+    columns = ["experiment", "seed", "chain", "phase", "index", "axis", "value", *METRICS]
+    return pd.DataFrame(rows, columns=columns)
+
+
+def ood_cells(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (seed, method, phase, corruption, severity) with an OOD accuracy."""
+    rows = []
+    for row in results.itertuples(index=False):
+        for corruption, severities in (row.ood or {}).items():
+            for severity, acc in severities.items():
+                rows.append({
+                    "experiment": row.experiment, "seed": row.seed, "method": row.method,
+                    "phase": row.phase, "corruption": corruption, "severity": int(severity),
+                    "accuracy": _number(acc),
+                })  # fmt: skip
+    columns = ["experiment", "seed", "method", "phase", "corruption", "severity", "accuracy"]
+    return pd.DataFrame(rows, columns=columns)

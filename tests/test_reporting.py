@@ -1,0 +1,251 @@
+"""Every table and figure of the report, built from a small fixture of metrics files.
+
+The fixture is a complete run in the metrics format of `steps.evaluate` (every method
+row, OOD cells, ECE, soup geometry, k-of-m soups, ingredients varying in their learning
+rate), written for one seed and for three; the tables' numbers are checked against it.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from matplotlib import image
+
+from sparse_soups import layout
+from sparse_soups.cli import main
+from sparse_soups.reporting import PARTS, part_files, write_report
+from sparse_soups.reporting.figures import PALETTE, colour
+
+PHASES, M = 2, 3
+CORRUPTIONS = ("gaussian_noise", "fog", "jpeg_compression")
+LRS = (0.05, 0.1, 0.2)
+
+
+def _models() -> dict[str, tuple[str, str | None, int, int | None]]:
+    """Every model directory of the fixture run: (kind, soup method, phase, ingredient index)."""
+    models: dict[str, tuple[str, str | None, int, int | None]] = {layout.DENSE: ("dense", None, 0, None)}
+    for p in range(1, PHASES + 1):
+        for chain in (layout.IMP, layout.IMP_BUDGET):
+            models[layout.chain_model_dir(chain, p)] = ("ingredient", None, p, 0)
+        models[f"imp_rewind/phase{p}/ingredient0"] = ("ingredient", None, p, 0)
+        models[f"gmp/phase{p}"] = ("gmp", None, p, None)
+        models[f"gmp_sms/phase{p}"] = ("soup", "gmp_sms", p, None)
+        for chain in layout.SOUP_METHODS:  # phase 1's ingredients are shared (one directory)
+            models.update({layout.ingredient_dir(chain, p, i): ("ingredient", None, p, i) for i in range(M)})
+            models[layout.chain_model_dir(chain, p)] = ("soup", chain, p, None)
+        models[layout.soup_dir(layout.subset_soup(2), p)] = ("soup", "uniform_k2", p, None)
+        models[layout.lottery_pools_dir("interp", p)] = ("soup", None, p, None)
+        models[layout.ensemble_dir(p)] = ("ensemble", None, p, None)
+    models[layout.soup_dir(layout.SOUP_AT_END, PHASES)] = ("soup", "soup_at_end", PHASES, None)
+    return models
+
+
+def _record(experiment: str, seed: int, model_dir: str, rng: np.random.Generator) -> dict:
+    kind, method, phase, index = _models()[model_dir]
+    ood = {c: {str(s): float(rng.uniform(0.3, 0.8)) for s in range(1, 6)} for c in CORRUPTIONS}
+    record = {
+        "experiment": experiment, "seed": seed, "model_dir": model_dir, "kind": kind, "phase": phase,
+        "target_sparsity": [0.0, 0.5, 0.75][phase], "sparsity": [0.0, 0.5, 0.75][phase] + 1e-4 * seed,
+        "layer_sparsity": {"conv": 0.5}, "test_accuracy": float(rng.uniform(0.8, 0.9)),
+        "validation_accuracy": float(rng.uniform(0.8, 0.9)), "checkpoint_sha256": "0" * 64,
+        "ece": float(rng.uniform(0.01, 0.1)), "worst_class_accuracy": float(rng.uniform(0.5, 0.7)),
+        "flops": 1000, "dense_flops": 2000, "speedup": 2.0,
+        "ood": ood, "ood_accuracy": statistics.fmean(v for sev in ood.values() for v in sev.values()),
+    }  # fmt: skip
+    if method:
+        record["method"] = method
+    if kind == "soup":
+        record["geometry"] = {"pairwise_l2": [[0, 1], [1, 0]], "mean_pairwise_l2": 1.0,
+                              "pairwise_angle_deg": [[0, 5], [5, 0]], "mean_pairwise_angle_deg": 5.0,
+                              "distance_to_soup": [0.5, 0.5], "mean_distance_to_soup": 0.5}  # fmt: skip
+    if index is not None:
+        lr = LRS[index] if "imp" not in model_dir else 0.1
+        record["recipe"] = {"weight_decay": 5e-4, "lr": lr, "epochs": 1, "schedule": "llr", "seed_index": 0}
+    return record
+
+
+def write_fixture(root: Path, seeds: tuple[int, ...], experiment: str = "exp_a") -> list[Path]:
+    """A finished run's metrics files under `root/results/{experiment}/seed{s}/`."""
+    paths = []
+    for seed in seeds:
+        rng = np.random.default_rng(seed)
+        for model_dir in _models():
+            path = root / layout.run_dir(experiment, seed) / model_dir / layout.METRICS_FILE
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(_record(experiment, seed, model_dir, rng)))
+            paths.append(path)
+    return paths
+
+
+def _value(paths: list[Path], model_dir: str, field: str = "test_accuracy") -> list[float]:
+    return [json.loads(p.read_text())[field] for p in paths if p.parent.as_posix().endswith("/" + model_dir)]
+
+
+@pytest.fixture(scope="module", params=[(0,), (0, 1, 2)], ids=["1seed", "3seeds"])
+def report(request, tmp_path_factory) -> tuple[tuple[int, ...], list[Path], Path, dict[str, Path]]:
+    seeds = request.param
+    tmp_path = tmp_path_factory.mktemp(f"report{len(seeds)}")
+    paths = write_fixture(tmp_path, seeds)
+    out = tmp_path / "report"
+    return seeds, paths, out, write_report(paths, out)
+
+
+def test_every_part_writes_exactly_its_declared_files(report) -> None:
+    _, _, out, written = report
+    declared = {name for part in PARTS for name in part_files(part)}
+    assert set(written) == declared
+    assert {p.name for p in out.iterdir()} == declared
+
+
+def test_main_table_cells_are_mean_and_std_over_seeds(report) -> None:
+    seeds, paths, out, _ = report
+    wide = pd.read_csv(out / "table.csv").set_index("method")
+    soup = _value(paths, layout.chain_model_dir("uniform", 2))
+    assert wide.loc["SMS uniform", "phase2_test_accuracy"] == pytest.approx(statistics.fmean(soup))
+    std = wide.loc["SMS uniform", "phase2_test_accuracy_std"]
+    if len(seeds) > 1:
+        assert std == pytest.approx(statistics.stdev(soup))
+    else:
+        assert np.isnan(std)  # undefined with one seed: an empty cell, not 0
+    assert wide.loc["SMS uniform", "seeds"] == len(seeds)
+    # mean ingredient: the mean over the uniform chain's ingredients, then over seeds
+    ingredients = [_value(paths, layout.ingredient_dir("uniform", 2, i)) for i in range(M)]
+    per_seed = [statistics.fmean(column) for column in zip(*ingredients, strict=True)]
+    assert wide.loc["Mean ingredient (SMS uniform)", "phase2_test_accuracy"] == pytest.approx(
+        statistics.fmean(per_seed)
+    )
+    assert list(wide.index) == [
+        "Dense", "IMP", "IMP (rewind)", "IMP (m x budget)", "Best ingredient (SMS uniform)",
+        "Mean ingredient (SMS uniform)", "SMS uniform", "SMS uniform (2 of m)",
+        "Best ingredient (SMS greedy)", "Mean ingredient (SMS greedy)", "SMS greedy", "GMP",
+        "GMP + SMS", "Soup at end (IMP, last phase)", "Lottery Pools (interp)",
+        "Prediction ensemble (not sparse)",
+    ]  # fmt: skip
+    assert np.isnan(wide.loc["Soup at end (IMP, last phase)", "phase1_test_accuracy"])
+
+
+def _best(wide: pd.DataFrame, column: str, lowest: bool = False) -> str:
+    eligible = wide.drop(index="Prediction ensemble (not sparse)")[column].dropna().round(4)
+    return eligible.idxmin() if lowest else eligible.idxmax()
+
+
+def test_best_per_column_is_bold_in_markdown_and_latex(report) -> None:
+    seeds, _, out, _ = report
+    wide = pd.read_csv(out / "table.csv").set_index("method")
+    best = _best(wide, "phase2_test_accuracy")
+    markdown = (out / "table.md").read_text()
+    rows = [line.split("|") for line in markdown.splitlines() if line.startswith("| ")]
+    bold_rows = [cells[1].strip() for cells in rows if "**" in cells[-2]]
+    assert best in bold_rows
+    assert f"{len(seeds)} seed(s)" in markdown and ("mean ± std" in markdown) == (len(seeds) > 1)
+    latex = (out / "table.tex").read_text()
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrr}"):
+        assert rule in latex
+    best_line = next(line for line in latex.splitlines() if line.startswith(best.replace("&", r"\&") + " &"))
+    cell = f"{100 * wide.loc[best, 'phase2_test_accuracy']:.2f}"
+    assert r"\bfseries " + cell in best_line
+    assert r"Phase 1 (50.0\% sparse)" in latex and r"exp\_a" in latex  # escaped
+    assert (r"$\pm$" in best_line) == (len(seeds) > 1)
+    # ECE: the lowest is best
+    ece = pd.read_csv(out / "ece.csv").set_index("method")
+    lowest = _best(ece, "phase1_ece", lowest=True)
+    ece_line = next(line for line in (out / "ece.md").read_text().splitlines() if f"| {lowest} " in line)
+    assert ece_line.split("|")[3].strip().startswith("**")
+
+
+def test_ood_tables_match_the_fixture(report) -> None:
+    _, paths, out, _ = report
+    ood = pd.read_csv(out / "ood.csv").set_index("method")
+    expected = statistics.fmean(_value(paths, layout.chain_model_dir("greedy", 1), "ood_accuracy"))
+    assert ood.loc["SMS greedy", "phase1_ood_accuracy"] == pytest.approx(expected)
+    corruptions = pd.read_csv(out / "ood_corruptions.csv").set_index("method")
+    tables = _value(paths, layout.chain_model_dir("uniform", PHASES), "ood")
+    fog = [statistics.fmean(t["fog"].values()) for t in tables]
+    assert corruptions.loc["SMS uniform", "fog_ood_accuracy"] == pytest.approx(statistics.fmean(fog))
+    assert "Dense" not in corruptions.index  # final phase only
+    assert "gaussian noise" in (out / "ood_corruptions.md").read_text()
+
+
+def test_ablation_tables(report) -> None:
+    _, paths, out, _ = report
+    ablation = pd.read_csv(out / "ablation_m.csv").set_index("model")
+    assert list(ablation.index) == ["k = 1 (ingredient 0)", "k = 2", "k = 3 (SMS uniform)"]
+    k2 = _value(paths, layout.soup_dir(layout.subset_soup(2), 2))
+    assert ablation.loc["k = 2", "phase2_test_accuracy"] == pytest.approx(statistics.fmean(k2))
+    first = _value(paths, layout.ingredient_dir("uniform", 1, 0))
+    assert ablation.loc["k = 1 (ingredient 0)", "phase1_test_accuracy"] == pytest.approx(
+        statistics.fmean(first)
+    )
+    vary = pd.read_csv(out / "ablation_vary.csv").set_index("model")
+    label = "SMS greedy: ingredient 2 (lr = 0.2)"
+    lr = _value(paths, layout.ingredient_dir("greedy", 2, 2))
+    assert vary.loc[label, "phase2_test_accuracy"] == pytest.approx(statistics.fmean(lr))
+    assert "SMS uniform: soup" in vary.index
+
+
+def _pixels(path: Path) -> np.ndarray:
+    return image.imread(path)
+
+
+def test_every_figure_is_a_real_image(report) -> None:
+    *_, written = report
+    for name, path in written.items():
+        if name.endswith(".png"):
+            pixels = _pixels(path)
+            assert pixels.shape[0] > 300 and pixels.shape[1] > 500, name
+            assert pixels[..., :3].std() > 0.02, f"{name} is blank"
+        elif name.endswith(".pdf"):
+            assert path.read_bytes().startswith(b"%PDF"), name
+            assert path.stat().st_size > 5_000, name
+
+
+def test_a_method_keeps_its_colour_in_every_figure() -> None:
+    assert colour("SMS uniform") == PALETTE["SMS uniform"]
+    assert len(set(PALETTE.values())) == len(PALETTE)  # distinct colours
+    assert colour("SMS uniform (2 of m)") == colour("SMS uniform (2 of m)") != colour("SMS uniform (3 of m)")
+
+
+def test_old_metrics_without_ood_or_ece_still_give_every_declared_file(tmp_path: Path) -> None:
+    paths = write_fixture(tmp_path, (0,))
+    for path in paths:
+        record = json.loads(path.read_text())
+        for field in ("ece", "ood", "ood_accuracy", "recipe", "geometry"):
+            record.pop(field, None)
+        record["ood_accuracy"] = None
+        path.write_text(json.dumps(record))
+    out = tmp_path / "report"
+    written = write_report(paths, out, parts=list(PARTS))
+    assert set(written) == {name for part in PARTS for name in part_files(part)}
+    assert "No ECE" in (out / "ece.md").read_text()
+    assert "No OOD accuracy" in (out / "ood.md").read_text()
+    assert "differ only in their seed" in (out / "ablation_vary.md").read_text()
+    assert pd.read_csv(out / "ood.csv").columns.tolist() == ["experiment", "note"]
+    assert r"\toprule" in (out / "ood.tex").read_text()
+    assert _pixels(out / "ood_heatmap.png")[..., :3].std() > 0.01  # says why it is empty
+    assert pd.read_csv(out / "table.csv").shape[0] == 16
+
+
+def test_default_parts_follow_the_data_and_bad_input_is_named(tmp_path: Path) -> None:
+    paths = write_fixture(tmp_path, (0,))
+    keep = [p for p in paths if "uniform_k2" not in p.as_posix()]
+    written = write_report(keep, tmp_path / "r")
+    assert "ablation_m.csv" not in written and "ood.csv" in written
+    other = write_fixture(tmp_path / "b", (0,), experiment="exp_b")
+    with pytest.raises(ValueError, match="one experiment"):
+        write_report(paths + other, tmp_path / "r2")
+    with pytest.raises(ValueError, match=r"unknown report parts \['tables'\]"):
+        write_report(paths, tmp_path / "r3", parts=["tables"])
+
+
+def test_cli_writes_one_part(tmp_path: Path, capsys) -> None:
+    paths = write_fixture(tmp_path, (0, 1))
+    out = tmp_path / "cli"
+    assert main(["report", "--out", str(out), "--part", "ablation_m", *map(str, paths)]) == 0
+    assert {p.name for p in out.iterdir()} == set(part_files("ablation_m"))
+    assert main(["report", "--out", str(out), "--part", "bogus", *map(str, paths)]) == 1
+    assert "unknown report parts" in capsys.readouterr().err
