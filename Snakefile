@@ -25,6 +25,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/soup.smk"
+include: "workflow/rules/gmp.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"
 

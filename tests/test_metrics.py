@@ -70,11 +70,19 @@ def test_soup_geometry_hand_computed() -> None:
     b = {"w": torch.tensor([0.0, 1.0]), "bn.running_mean": torch.tensor([-9.0])}
     soup = {"w": torch.tensor([0.5, 0.5]), "bn.running_mean": torch.tensor([0.0])}
     geometry = soup_geometry([a, b], soup)
-    assert geometry["pairwise_distance"][0][1] == pytest.approx(math.sqrt(2))
+    assert geometry["pairwise_l2"][0][1] == pytest.approx(math.sqrt(2))
     assert geometry["pairwise_angle_deg"][1][0] == pytest.approx(90.0)
     assert geometry["distance_to_soup"] == pytest.approx([math.sqrt(0.5)] * 2)
+    assert geometry["mean_pairwise_l2"] == pytest.approx(math.sqrt(2))
+    assert geometry["mean_pairwise_angle_deg"] == pytest.approx(90.0)
+    assert geometry["mean_distance_to_soup"] == pytest.approx(math.sqrt(0.5))
+    c = {"w": torch.tensor([-1.0, 0.0]), "bn.running_mean": torch.tensor([0.0])}
+    three = soup_geometry([a, b, c], soup)  # pairs: sqrt 2 (90 deg), 2 (180 deg), sqrt 2 (90 deg)
+    assert three["mean_pairwise_l2"] == pytest.approx((2 * math.sqrt(2) + 2) / 3)
+    assert three["mean_pairwise_angle_deg"] == pytest.approx(120.0)
     linear = nn.Linear(2, 1, bias=False)
-    assert soup_geometry([linear, linear], linear)["pairwise_distance"][0][1] == 0.0
+    assert soup_geometry([linear, linear], linear)["pairwise_l2"][0][1] == 0.0
+    assert soup_geometry([linear], linear)["mean_pairwise_l2"] == 0.0
 
 
 def test_dense_flops_match_torch_flop_counter_on_a_resnet() -> None:

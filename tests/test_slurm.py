@@ -138,10 +138,15 @@ def test_every_job_went_through_sbatch(cluster: SlurmCluster, runs) -> None:
     assert sum(by_rule.values()) == len(submitted)
 
 
+# The rules profiles/slurm gives a GPU (set-resources); everything else asks for none.
+TRAINING_RULES = {"pretrain", "retrain", "gmp", "gmp_sms_ingredient", "rewind_point", "imp_rewind"}
+
+
 def test_training_jobs_got_a_gpu_and_others_did_not(cluster: SlurmCluster, runs) -> None:
     for job in cluster.jobs():
         gpu = "gres:gpu:1" in job["tres-per-job"]
-        training = job["Comment"].startswith(("rule_pretrain", "rule_retrain"))
+        rule = re.sub(r"_wildcards_.*$", "", job["Comment"]).removeprefix("rule_")
+        training = rule in TRAINING_RULES
         assert gpu == training, job
         # slurmctld accepted the GPU request and ran the job (the one injected failure aside).
         assert job["State"] == "COMPLETED" or job["Comment"] == FAILING_COMMENT, job

@@ -18,6 +18,7 @@ from sparse_soups import layout
 from sparse_soups.checkpoints import sha256
 from sparse_soups.config import Settings
 from sparse_soups.pruning import target_density
+from sparse_soups.reporting.parts import PARTS
 from tests.conftest import REPO, make_idx_dataset
 
 
@@ -129,6 +130,7 @@ def test_metrics_carry_checksums_and_runs_carry_provenance(smoke_run) -> None:
             continue
         assert record["checkpoint_sha256"] == sha256(path.with_name("model.pt")), path
     for experiment in ("smoke", "smoke_uniform"):
+        assert (directory / f"results/{experiment}/ood/manifest.json").is_file()
         provenance = json.loads((directory / f"results/{experiment}/provenance.json").read_text())
         settings = json.loads((directory / f"results/{experiment}/settings.json").read_text())
         assert provenance["settings"] == settings
@@ -137,11 +139,61 @@ def test_metrics_carry_checksums_and_runs_carry_provenance(smoke_run) -> None:
         assert len(provenance["git"]["commit"]) == 40
 
 
+def test_gmp_gmp_sms_and_imp_rewind_rows_were_evaluated(smoke_run) -> None:
+    directory, _ = smoke_run
+    run = directory / "results/smoke_uniform/seed0"
+    expected = {"gmp/phase1": ("gmp", None), "gmp_sms/phase1": ("soup", "gmp_sms"),
+                "imp_rewind/phase1/ingredient0": ("ingredient", None)}  # fmt: skip
+    for model_dir, (kind, method) in expected.items():
+        metrics = json.loads((run / model_dir / "metrics.json").read_text())
+        assert (metrics["kind"], metrics.get("method")) == (kind, method), model_dir
+        assert metrics["sparsity"] == pytest.approx(metrics["target_sparsity"], abs=1e-2), model_dir
+    assert not list(run.glob("gmp_sms/phase1/round*/**/metrics.json"))  # rounds are not rows
+
+
 def test_second_run_does_nothing(smoke_run) -> None:
     directory, _ = smoke_run
     again = _snakemake(directory, "-n")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_changed_metrics_rerun_only_that_experiments_report_jobs(smoke_run) -> None:
+    directory, _ = smoke_run
+    path = directory / "results/smoke/seed1/greedy/phase2/soup/metrics.json"
+    text, stat = path.read_text(), path.stat()
+    # New results for one method. Snakemake compares checksums too: a bare touch reruns nothing.
+    path.write_text(json.dumps({**json.loads(text), "test_accuracy": 0.5}))
+    try:
+        dry = _snakemake(directory, "-n")
+    finally:
+        path.write_text(text)
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert dry.returncode == 0, dry.stderr
+    log = dry.stdout + dry.stderr
+    stats = log[log.index("Job stats:") :].split("\n\n")[0].splitlines()[3:]
+    counts = {line.split()[0]: int(line.split()[1]) for line in stats}
+    total = counts.pop("total")
+    assert counts == {"report": 1, "report_ood": 1, "report_ablation_m": 1, "all": 1}  # smoke's parts
+    assert total == 4
+    outputs = [line for line in log.splitlines() if line.strip().startswith("output:")]
+    assert outputs and all("results/smoke/report/" in line for line in outputs)
+    assert _snakemake(directory, "-n").stdout.count("Nothing to be done") == 1  # restored
+
+
+def test_html_report_holds_every_table_and_figure_with_its_caption(smoke_run) -> None:
+    directory, _ = smoke_run
+    result = _snakemake(directory, "--report", "report.html")
+    assert result.returncode == 0, result.stderr[-3000:]
+    html = (directory / "report.html").read_text()
+    items = {"smoke": ["main", "ood", "ablation_m"], "smoke_uniform": ["main", "ood", "ablation_vary"]}
+    for experiment, parts in items.items():
+        for part in parts:
+            tables, figures = PARTS[part]
+            for name in [f"{t}.html" for t in tables] + [f"{f}.png" for f in figures]:
+                assert f"results/{experiment}/report/{name}" in html, name
+    assert "m = 3 ingredients varying seed" in html  # the caption names smoke's settings
+    assert "varying schedule" in html  # and smoke_uniform's
 
 
 def test_killed_run_restarts_and_gives_identical_metrics(smoke_run, smoke_idx, tmp_path: Path) -> None:
@@ -159,3 +211,29 @@ def test_killed_run_restarts_and_gives_identical_metrics(smoke_run, smoke_idx, t
     resumed = _snakemake(tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert _metrics(tmp_path) == _metrics(reference)
+
+
+def test_metrics_carry_calibration_costs_ood_and_soup_geometry(smoke_run, smoke_config) -> None:
+    """Every metrics file has the contract's fields (ECE, worst class, OOD per corruption and
+    severity); models add FLOPs, soups their geometry."""
+    directory, _ = smoke_run
+    for path in (directory / "results").rglob("metrics.json"):
+        record = json.loads(path.read_text())
+        ood = smoke_config["experiments"][record["experiment"]]["ood"]
+        assert 0 <= record["ece"] <= 1 and 0 <= record["worst_class_accuracy"] <= record["test_accuracy"], (
+            path
+        )
+        assert set(record["ood"]) == set(ood["corruptions"]), path
+        cells = [acc for row in record["ood"].values() for acc in row.values()]
+        assert all(sorted(row) == [str(s) for s in ood["severities"]] for row in record["ood"].values())
+        assert record["ood_accuracy"] == pytest.approx(sum(cells) / len(cells)), path
+        assert all(0 <= a <= 1 for a in cells)
+        if record["kind"] == "ensemble":
+            continue
+        assert 0 < record["flops"] <= record["dense_flops"]
+        assert record["speedup"] == record["dense_flops"] / record["flops"]
+        assert (record["speedup"] > 1) == (record["sparsity"] > 0), path
+        if record["kind"] == "soup":
+            n = len(record["geometry"]["distance_to_soup"])
+            assert n >= 2 and len(record["geometry"]["pairwise_l2"]) == n, path
+            assert record["geometry"]["mean_pairwise_l2"] > 0

@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ensemble = commands.add_parser("ensemble", help="metrics of the mean-softmax ensemble of models")
     _add_common(ensemble)
+    ensemble.add_argument("--ood", type=Path, help="corrupted test set directory (corrupt-test-set)")
     ensemble.add_argument("ingredients", type=Path, nargs="+")
 
     pools = commands.add_parser("lottery-pools", help="Lottery Pools over the tickets of an IMP chain")
@@ -65,12 +66,53 @@ def build_parser() -> argparse.ArgumentParser:
     pools.add_argument("--variant", required=True, choices=["interp", "avg"])
     pools.add_argument("tickets", type=Path, nargs="+", help="the IMP models of phases 1..P, in order")
 
+    gmp = commands.add_parser("gmp", help="gradual magnitude pruning from the dense model's initialization")
+    _add_common(gmp)
+    gmp.add_argument("--phase", type=int, required=True, help="the IMP phase whose sparsity it targets")
+    gmp.add_argument("--seed", type=int, required=True)
+    gmp.add_argument("--prefix-out", type=Path, required=True, help="its state when pruning starts")
+
+    sms_copy = commands.add_parser("gmp-sms-ingredient", help="one copy of a GMP + SMS round")
+    _add_common(sms_copy)
+    sms_copy.add_argument("--parent", type=Path, required=True, help="the round's start model")
+    sms_copy.add_argument("--phase", type=int, required=True)
+    sms_copy.add_argument("--round", type=int, required=True, dest="round_index")
+    sms_copy.add_argument("--index", type=int, required=True)
+    sms_copy.add_argument("--seed", type=int, required=True)
+
+    sms_average = commands.add_parser("gmp-sms-average", help="average a GMP + SMS round and re-prune it")
+    _add_common(sms_average)
+    sms_average.add_argument("--phase", type=int, required=True)
+    sms_average.add_argument("--round", type=int, required=True, dest="round_index")
+    sms_average.add_argument("ingredients", type=Path, nargs="+")
+
+    rewind = commands.add_parser("rewind-point", help="the dense run's state at baselines.rewind_epoch")
+    _add_common(rewind)
+    rewind.add_argument("--seed", type=int, required=True)
+
+    imp_rewind = commands.add_parser("imp-rewind", help="prune, rewind the survivors, retrain")
+    _add_common(imp_rewind)
+    imp_rewind.add_argument("--parent", type=Path, required=True, help="checkpoint to prune")
+    imp_rewind.add_argument("--rewind", type=Path, required=True, help="the rewind point (rewind-point)")
+    imp_rewind.add_argument("--phase", type=int, required=True)
+    imp_rewind.add_argument("--seed", type=int, required=True)
+
     evaluate = commands.add_parser("evaluate", help="metrics of one checkpoint as JSON")
     _add_common(evaluate)
     evaluate.add_argument("--checkpoint", type=Path, required=True)
+    evaluate.add_argument("--ood", type=Path, help="corrupted test set directory (corrupt-test-set)")
 
-    report = commands.add_parser("report", help="table and figure from metrics files")
+    corrupt = commands.add_parser("corrupt-test-set", help="write the OOD test set (.npy, CIFAR-10-C layout)")
+    _add_common(corrupt)
+
+    report = commands.add_parser("report", help="tables and figures of one experiment from its metrics files")
     report.add_argument("--out", type=Path, required=True, help="output directory")
+    report.add_argument(
+        "--part",
+        action="append",
+        dest="parts",
+        help="main, ood, ablation_m or ablation_vary; repeatable (default: every part with data)",
+    )
     report.add_argument("metrics", type=Path, nargs="+")
     return parser
 
@@ -79,7 +121,7 @@ def run(args: argparse.Namespace) -> None:
     if args.command == "report":
         from .reporting import write_report  # matplotlib and seaborn: only here
 
-        write_report(args.metrics, args.out)
+        write_report(args.metrics, args.out, args.parts)
         return
     settings = Settings.from_json(args.settings)
     make_reproducible(args.threads)
@@ -103,11 +145,30 @@ def run(args: argparse.Namespace) -> None:
     elif args.command == "soup":
         steps.soup(settings, args.data, args.method, args.ingredients, args.out, device, args.name)
     elif args.command == "ensemble":
-        steps.ensemble(settings, args.data, args.ingredients, args.out, device)
+        steps.ensemble(settings, args.data, args.ingredients, args.out, device, args.ood)
     elif args.command == "lottery-pools":
         steps.lottery_pools(settings, args.data, args.phase, args.tickets, args.variant, args.out, device)
+    elif args.command == "gmp":
+        steps.gmp_train(settings, args.data, args.phase, args.seed, args.out, args.prefix_out, device)
+    elif args.command == "gmp-sms-ingredient":
+        steps.gmp_sms_ingredient(
+            settings, args.data, args.parent, args.phase, args.round_index, args.index, args.seed,
+            args.out, device,
+        )  # fmt: skip
+    elif args.command == "gmp-sms-average":
+        steps.gmp_sms_average(
+            settings, args.data, args.phase, args.round_index, args.ingredients, args.out, device
+        )
+    elif args.command == "rewind-point":
+        steps.rewind_point(settings, args.data, args.seed, args.out, device)
+    elif args.command == "imp-rewind":
+        steps.imp_rewind(
+            settings, args.data, args.parent, args.rewind, args.phase, args.seed, args.out, device
+        )
     elif args.command == "evaluate":
-        steps.evaluate(settings, args.data, args.checkpoint, args.out, device)
+        steps.evaluate(settings, args.data, args.checkpoint, args.out, device, args.ood)
+    elif args.command == "corrupt-test-set":
+        steps.corrupt_test_set(settings, args.data, args.out)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         SettingsError,
         CheckpointError,
         DataNotFoundError,
+        FileNotFoundError,
         DivergenceError,
         ValueError,
     ) as error:

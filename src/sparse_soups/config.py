@@ -32,12 +32,29 @@ class DataSettings:
     train_subset: int | None = None  # use only this many training images (None: all)
     crop_padding: int = 2
     horizontal_flip: bool = True
+    rotation_degrees: float = 0.0  # random rotation in [-d, d] (the paper's CIFAR-100: 15)
 
 
 @dataclass(frozen=True)
 class ModelSettings:
     name: str = "cnn"
-    width: int = 32
+    width: int = 32  # cnn, mlp
+    depth: int = 28  # wrn
+    widen: int = 10  # wrn
+    dropout: float = 0.0  # wrn, wrn28_10
+
+
+@dataclass(frozen=True)
+class OodSettings:
+    """Out-of-distribution evaluation on corrupted test images (CIFAR-10-C style)."""
+
+    enabled: bool = True
+    source: str = "generate"  # generate | files (official CIFAR-10-C/100-C .npy under `root`)
+    root: str | None = None  # the directory of the official files, for source "files"
+    corruptions: tuple[str, ...] = ()  # empty: all 19
+    severities: tuple[int, ...] = (1, 2, 3, 4, 5)
+    test_subset: int | None = 1000  # test images per corruption and severity (None: all)
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -87,6 +104,22 @@ class BaselineSettings:
     soup_at_end: bool = True  # m IMP retrains of the last phase, averaged once
     ensemble: bool = True  # mean-softmax ensemble of each phase's SMS ingredients
     lottery_pools: str = "last"  # none | last | all: target phases of Lottery Pools (interp and avg)
+    lottery_pools_tickets: str = "imp"  # imp | imp_rewind: the chain whose tickets Lottery Pools mixes
+    gmp: str = "last"  # none | last | all: target phases of gradual magnitude pruning (see gmp.py)
+    gmp_sms: str = "last"  # none | last | all: target phases of GMP + SMS
+    imp_rewind: bool = False  # IMP with weight rewinding to the end of epoch `rewind_epoch`
+    rewind_epoch: int = 1  # < pretrain.epochs; 0 rewinds to the initialization
+
+
+@dataclass(frozen=True)
+class GmpSettings:
+    """Gradual magnitude pruning (Zhu & Gupta 2017) and its SMS rounds; see gmp.py."""
+
+    epochs: int | None = None  # None: IMP's budget to the target phase, pretrain + phase * retrain
+    start_fraction: float | None = None  # pruning starts here; None: after pretrain.epochs
+    ramp_fraction: float = 0.75  # share of the steps after start over which sparsity ramps up
+    prune_interval: int = 10  # steps between pruning steps
+    rounds: int | None = None  # GMP + SMS rounds after pruning starts; None: prune.phases
 
 
 @dataclass(frozen=True)
@@ -112,6 +145,8 @@ class Settings:
     soup: SoupSettings = field(default_factory=SoupSettings)
     compute: ComputeSettings = field(default_factory=ComputeSettings)
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
+    gmp: GmpSettings = field(default_factory=GmpSettings)
+    ood: OodSettings = field(default_factory=OodSettings)
     eval_batch_size: int = 1000
 
     @classmethod
@@ -171,7 +206,35 @@ def config_problems(config: dict[str, Any], schema_path: str | Path) -> list[str
             problems.append(f"experiments.{name}.data.root: directory '{root}' does not exist")
         if isinstance(experiment, dict):
             problems += _soup_problems(name, experiment.get("soup") or {})
+            problems += _ood_problems(name, experiment.get("ood") or {})
+            if not any(p.startswith(f"experiments.{name}.") for p in problems):
+                problems += _gmp_problems(name, experiment)  # on valid values only
     return problems
+
+
+def _gmp_problems(name: str, experiment: dict[str, Any]) -> list[str]:
+    """GMP's epochs and rewinding's epoch against pretraining's (skipped while the schema
+    still reports a wrong type, so each problem is named once)."""
+    from .gmp import problems  # gmp imports this module
+
+    try:
+        settings = Settings.from_dict({"name": name, **experiment})
+        return problems(settings, f"experiments.{name}")
+    except (SettingsError, TypeError, ValueError, KeyError):
+        return []
+
+
+def _ood_problems(name: str, ood: dict[str, Any]) -> list[str]:
+    """Official corrupted sets must be where `ood.root` says, before any job runs."""
+    if not isinstance(ood, dict) or not ood.get("enabled", True) or ood.get("source") != "files":
+        return []
+    root = ood.get("root")
+    if not isinstance(root, str):
+        return [f"experiments.{name}.ood.root: source 'files' needs the directory of the official "
+                "CIFAR-10-C/100-C .npy files (or ImageNet-C), got null"]  # fmt: skip
+    if not Path(root).is_dir():
+        return [f"experiments.{name}.ood.root: directory '{root}' does not exist"]
+    return []
 
 
 _AXIS_TYPES: dict[str, tuple[type, ...]] = {

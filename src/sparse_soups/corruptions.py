@@ -33,6 +33,7 @@ severities 1..5 stacked in order, and `labels.npy` of shape (5 * N,).
 from __future__ import annotations
 
 import io
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -41,6 +42,8 @@ import numpy as np
 import torch
 from PIL import Image
 from scipy import ndimage
+
+from .config import OodSettings
 
 Array = np.ndarray  # float images (N, H, W, C) in [0, 1]
 Corruption = Callable[[Array, int, np.random.Generator], Array]
@@ -454,3 +457,86 @@ def imagenet_c_folder(root: Path, name: str, severity: int, transform: Callable 
             f"{folder} not found (expected ImageNet-C's <corruption>/<severity>/<class>/)"
         )
     return torchvision.datasets.ImageFolder(str(folder), transform=transform)
+
+
+def subset_indices(n: int, subset: int | None, seed: int) -> np.ndarray:
+    """A seeded, sorted choice of `subset` of `n` images (all of them for None or subset >= n).
+
+    The same positions are taken from every corruption and severity, so cells differ only
+    in the corruption, as in the official sets (each severity block is the same test images).
+    """
+    if subset is None or subset >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).permutation(n)[:subset])
+
+
+def write_ood_set(
+    ood: OodSettings, images: torch.Tensor, labels: torch.Tensor, out_dir: Path
+) -> dict[str, object]:
+    """The evaluation's corrupted test set in the official `.npy` layout under `out_dir`.
+
+    `generate`: corrupt a seeded subset of `images` (uint8 N, C, H, W) locally.
+    `files`: validate the official CIFAR-10-C/100-C files under `ood.root` against the test
+    images' shape and copy the same seeded subset of each severity block. Both write every
+    severity (the layout stacks 5), and a `manifest.json` saying what the directory holds.
+    """
+    names = ood_corruptions(ood)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if ood.source == "generate":
+        index = torch.from_numpy(subset_indices(len(images), ood.test_subset, ood.seed))
+        write_corrupted_dataset(images[index], labels[index], out_dir, names, ood.seed)
+        n = len(index)
+    elif ood.source == "files":
+        n = _copy_official_subset(ood, names, tuple(images.shape[1:]), out_dir)
+    else:
+        raise ValueError(f"ood.source: unknown source '{ood.source}' (known: generate, files)")
+    manifest = {
+        "source": ood.source, "root": ood.root, "corruptions": list(names),
+        "images_per_severity": n, "seed": ood.seed,
+    }  # fmt: skip
+    (out_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+MANIFEST = "manifest.json"
+
+
+def ood_corruptions(ood: OodSettings) -> tuple[str, ...]:
+    """The configured corruptions, all 19 when none are named; unknown names are an error."""
+    unknown = sorted(set(ood.corruptions) - set(ALL))
+    if unknown:
+        raise ValueError(f"ood.corruptions: unknown corruption '{unknown[0]}' (known: {', '.join(ALL)})")
+    return tuple(ood.corruptions) or ALL
+
+
+def _copy_official_subset(
+    ood: OodSettings, names: Sequence[str], image_shape: tuple[int, ...], out_dir: Path
+) -> int:
+    """Check every official file first (a missing one named before any copying), then copy."""
+    if ood.root is None or not Path(ood.root).is_dir():
+        raise FileNotFoundError(f"ood.root: directory '{ood.root}' of the official corrupted set not found")
+    root = Path(ood.root)
+    missing = [f"{name}.npy" for name in (*names, "labels") if not (root / f"{name}.npy").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"ood.root {root} lacks {', '.join(missing)} (expected CIFAR-10-C/100-C files)"
+        )
+    labels = np.load(root / "labels.npy")
+    n = len(labels) // len(SEVERITIES)
+    channels, height, width = image_shape
+    index = subset_indices(n, ood.test_subset, ood.seed)
+    blocks = np.concatenate([index + s * n for s in range(len(SEVERITIES))])
+    for name in names:
+        images = np.load(root / f"{name}.npy", mmap_mode="r")
+        expected = (len(labels), height, width, channels)
+        allowed = (expected, expected[:3]) if channels == 1 else (expected,)  # gray sets may omit C
+        if images.dtype != np.uint8 or images.shape not in allowed:
+            raise ValueError(
+                f"{root / name}.npy: expected uint8 {expected} to match the test set and labels.npy, "
+                f"got {images.dtype} {images.shape}"
+            )
+        subset = np.asarray(images[blocks]).reshape(len(blocks), height, width, channels)
+        _save_npy(out_dir / f"{name}.npy", subset)
+    _save_npy(out_dir / "labels.npy", labels[blocks].astype(np.int64))
+    return len(index)

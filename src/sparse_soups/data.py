@@ -9,6 +9,7 @@ training there); augmentation runs on whole batches, with no per-sample Python w
 from __future__ import annotations
 
 import gzip
+import math
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -35,6 +36,19 @@ TORCHVISION_DATASETS = ("mnist", "cifar10", "cifar100")
 
 class DataNotFoundError(FileNotFoundError):
     """None of the places the raw files may come from has them."""
+
+
+class UnsupportedDatasetError(ValueError):
+    """A dataset the library can read but the workflow cannot train on yet."""
+
+
+IMAGENET_UNSUPPORTED = (
+    "data.dataset 'imagenet': the workflow keeps every split in memory (data.pt), which "
+    "ImageNet does not fit, and streamed training/evaluation from the ImageFolder directory "
+    "is not wired into the workflow's steps yet. The library streams it "
+    "(sparse_soups.datasets.imagenet_loader) and reads ImageNet-C "
+    "(sparse_soups.corruptions.imagenet_c_folder); a workflow run needs streamed steps first."
+)
 
 
 def _idx_file(directory: Path, name: str) -> Path | None:
@@ -91,6 +105,8 @@ def load_raw(settings: DataSettings) -> tuple[tuple[torch.Tensor, ...], str]:
     Order: `data.root` from the config, Debian's `dataset-fashion-mnist` package, then a
     download by torchvision into `data.download_root`.
     """
+    if settings.dataset == "imagenet":
+        raise UnsupportedDatasetError(IMAGENET_UNSUPPORTED)
     if settings.dataset in TORCHVISION_DATASETS:
         from .datasets import load_torchvision_dataset
 
@@ -181,6 +197,8 @@ class Dataset:
     test: Split
     num_classes: int
     pad_value: float  # a black pixel after normalization, for crop padding
+    mean: float = 0.0  # of the training images scaled to [0, 1]: `normalize` uses them
+    std: float = 1.0
 
     @property
     def device(self) -> torch.device:
@@ -189,6 +207,10 @@ class Dataset:
     @property
     def in_channels(self) -> int:
         return self.train.images.shape[1]
+
+    def normalize(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 images (N, C, H, W) -> float as the splits were (e.g. corrupted test images)."""
+        return ((images.float() / 255 - self.mean) / self.std).to(self.device)
 
 
 def load_prepared(path: Path, settings: DataSettings, device: torch.device | str = "cpu") -> Dataset:
@@ -213,13 +235,21 @@ def load_prepared(path: Path, settings: DataSettings, device: torch.device | str
         test=split(raw["test_images"], raw["test_labels"]),
         num_classes=raw["num_classes"],
         pad_value=-mean / std,
+        mean=mean,
+        std=std,
     )
 
 
 def augment_batch(
-    images: torch.Tensor, padding: int, flip: bool, pad_value: float, generator: torch.Generator
+    images: torch.Tensor,
+    padding: int,
+    flip: bool,
+    pad_value: float,
+    generator: torch.Generator,
+    rotation: float = 0.0,
 ) -> torch.Tensor:
-    """Random crop with `padding` pixels and random horizontal flip, for a whole batch."""
+    """Random crop with `padding` pixels, random horizontal flip and, with `rotation`, a
+    random rotation in [-rotation, rotation] degrees (filled with `pad_value`), for a whole batch."""
     n, _, height, width = images.shape
     if padding > 0:
         padded = torch.nn.functional.pad(images, [padding] * 4, value=pad_value)
@@ -232,7 +262,24 @@ def augment_batch(
     if flip:
         flipped = torch.rand(n, generator=generator).to(images.device) < 0.5
         images = torch.where(flipped.view(n, 1, 1, 1), images.flip(-1), images)
+    if rotation > 0:
+        images = rotate_batch(images, rotation, pad_value, generator)
     return images.contiguous()
+
+
+def rotate_batch(
+    images: torch.Tensor, degrees: float, fill: float, generator: torch.Generator
+) -> torch.Tensor:
+    """Rotate each image by its own angle, uniform in [-degrees, degrees], filling with `fill`."""
+    n = len(images)
+    angles = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
+    cos, sin = angles.cos(), angles.sin()
+    theta = torch.zeros(n, 2, 3)
+    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
+    theta = theta.to(device=images.device, dtype=images.dtype)
+    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
+    rotated = torch.nn.functional.grid_sample(images - fill, grid, align_corners=False, padding_mode="zeros")
+    return rotated + fill  # zeros padding of (x - fill) is `fill` after the shift back
 
 
 def iterate_batches(

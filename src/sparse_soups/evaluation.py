@@ -1,45 +1,126 @@
-"""Metrics of one model: accuracy on each split and measured sparsity."""
+"""Metrics of one model (or a mean-softmax ensemble): accuracy, calibration, worst class,
+out-of-distribution accuracy, sparsity and theoretical FLOPs.
+
+Each split is forwarded once; accuracy, ECE and worst-class accuracy all come from the
+collected logits. OOD cells are read one at a time from the corrupted set's `.npy` files
+(memory-mapped), normalized like the test split, and forwarded at `eval_batch_size`.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
+from .config import OodSettings
+from .corruptions import ood_corruptions, read_corrupted
 from .data import Dataset, Split, iterate_batches
+from .metrics import expected_calibration_error, theoretical_flops, worst_class_accuracy
 from .pruning import sparsity
 
+Predict = Callable[[torch.Tensor], torch.Tensor]  # images -> logits (or log-probabilities)
+ECE_BINS = 15
+
+
+def model_predict(model: nn.Module) -> Predict:
+    model.eval()
+    return model
+
+
+def ensemble_predict(models: Sequence[nn.Module]) -> Predict:
+    """Log of the mean softmax: its argmax and softmax are the ensemble's prediction and
+    confidence, so every logit-based metric applies to the ensemble unchanged."""
+    for model in models:
+        model.eval()
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        return torch.stack([model(images).softmax(1) for model in models]).mean(0).log()
+
+    return predict
+
 
 @torch.no_grad()
+def collect_logits(predict: Predict, split: Split, batch_size: int) -> torch.Tensor:
+    """Outputs for the whole split in order, on the CPU in float32."""
+    outputs = [predict(images).float().cpu() for images, _ in iterate_batches(split, batch_size)]
+    return torch.cat(outputs)
+
+
+def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return int((logits.argmax(1) == labels.cpu()).sum()) / len(labels)
+
+
 def accuracy(model: nn.Module, split: Split, batch_size: int) -> float:
     """Plain top-1 accuracy (not class-balanced), in eval mode."""
-    model.eval()
-    correct = sum(
-        int((model(images).argmax(1) == labels).sum())
-        for images, labels in iterate_batches(split, batch_size)
-    )
-    return correct / len(split)
+    return _accuracy(collect_logits(model_predict(model), split, batch_size), split.labels)
 
 
-@torch.no_grad()
 def ensemble_accuracy(models: list[nn.Module], split: Split, batch_size: int) -> float:
     """Top-1 accuracy of the mean softmax of `models`, against the split's true labels
     (not agreement with one member, the defect of the authors' code)."""
-    for model in models:
-        model.eval()
-    correct = 0
-    for images, labels in iterate_batches(split, batch_size):
-        probabilities = torch.stack([model(images).softmax(1) for model in models]).mean(0)
-        correct += int((probabilities.argmax(1) == labels).sum())
-    return correct / len(split)
+    return _accuracy(collect_logits(ensemble_predict(models), split, batch_size), split.labels)
 
 
-def model_metrics(model: nn.Module, dataset: Dataset, batch_size: int) -> dict[str, Any]:
-    global_sparsity, layer_sparsity = sparsity(model)
+def prediction_metrics(predict: Predict, dataset: Dataset, batch_size: int) -> dict[str, float]:
+    """Test and validation accuracy, test ECE (15 bins) and test worst-class accuracy."""
+    test_logits = collect_logits(predict, dataset.test, batch_size)
+    test_labels = dataset.test.labels.cpu()
+    val_logits = collect_logits(predict, dataset.val, batch_size)
     return {
-        "test_accuracy": accuracy(model, dataset.test, batch_size),
-        "validation_accuracy": accuracy(model, dataset.val, batch_size),
+        "test_accuracy": _accuracy(test_logits, test_labels),
+        "validation_accuracy": _accuracy(val_logits, dataset.val.labels),
+        "ece": expected_calibration_error(test_logits, test_labels, ECE_BINS),
+        "worst_class_accuracy": worst_class_accuracy(test_logits, test_labels),
+    }
+
+
+@torch.no_grad()
+def ood_metrics(
+    predict: Predict, dataset: Dataset, ood_dir: Path | None, ood: OodSettings, batch_size: int
+) -> dict[str, Any]:
+    """`ood`: {corruption: {"severity": accuracy}} and `ood_accuracy`, their mean over all
+    cells; both None when OOD is off or no corrupted set is given."""
+    if ood_dir is None or not ood.enabled:
+        return {"ood": None, "ood_accuracy": None}
+    table: dict[str, dict[str, float]] = {}
+    for name in ood_corruptions(ood):
+        table[name] = {}
+        for severity in ood.severities:
+            images, labels = read_corrupted(Path(ood_dir), name, severity)
+            split = Split(dataset.normalize(images), labels.to(dataset.device))
+            table[name][str(severity)] = _accuracy(collect_logits(predict, split, batch_size), labels)
+    cells = [acc for row in table.values() for acc in row.values()]
+    return {"ood": table, "ood_accuracy": sum(cells) / len(cells)}
+
+
+def cost_metrics(model: nn.Module, dataset: Dataset) -> dict[str, Any]:
+    """Measured sparsity and theoretical multiply-adds per image, sparse and dense."""
+    global_sparsity, layer_sparsity = sparsity(model)
+    shape = tuple(dataset.test.images.shape[1:])
+    flops = theoretical_flops(model, shape, sparse=True)
+    dense_flops = theoretical_flops(model, shape, sparse=False)
+    return {
         "sparsity": global_sparsity,
         "layer_sparsity": layer_sparsity,
+        "flops": flops,
+        "dense_flops": dense_flops,
+        "speedup": dense_flops / flops if flops else float("inf"),
+    }
+
+
+def model_metrics(
+    model: nn.Module,
+    dataset: Dataset,
+    batch_size: int,
+    ood_dir: Path | None = None,
+    ood: OodSettings | None = None,
+) -> dict[str, Any]:
+    predict = model_predict(model)
+    return {
+        **prediction_metrics(predict, dataset, batch_size),
+        **cost_metrics(model, dataset),
+        **ood_metrics(predict, dataset, ood_dir, ood or OodSettings(), batch_size),
     }

@@ -15,6 +15,13 @@ method (`uniform`, `greedy`: m retrains per phase, souped). Each model directory
     uniform_k{k}/phase{p}/soup/       the first k of the uniform chain's m ingredients, averaged
     ensemble/phase{p}/                metrics only: mean-softmax ensemble of the SMS ingredients
     lottery_pools_{interp,avg}/phase{p}/  Lottery Pools over the IMP tickets, aimed at phase p
+    gmp/phase{p}/                     gradual magnitude pruning aimed at phase p's sparsity
+    gmp/phase{p}/dense_prefix/        GMP's state when pruning starts (GMP + SMS starts here)
+    gmp_sms/phase{p}/round{r}/ingredient{i}/  GMP + SMS: copy i of round r
+    gmp_sms/phase{p}/round{r}/soup/   its round average, re-pruned (rounds before the last)
+    gmp_sms/phase{p}/                 the last round's average: GMP + SMS's result
+    rewind/                           the dense run's state at the end of baselines.rewind_epoch
+    imp_rewind/phase{p}/ingredient0/  IMP with weight rewinding (own chain from phase 1)
 """
 
 from __future__ import annotations
@@ -30,6 +37,10 @@ IMP_BUDGET = "imp_budget"
 SOUP_METHODS = ("uniform", "greedy")
 SOUP_AT_END = "soup_at_end"
 ENSEMBLE = "ensemble"
+GMP = "gmp"
+GMP_SMS = "gmp_sms"
+IMP_REWIND = "imp_rewind"
+REWIND = "rewind"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 
@@ -40,8 +51,8 @@ def run_dir(experiment: str, seed: int) -> str:
 
 def lineage(chain: str, phase: int) -> str:
     """Directory that holds a chain's ingredients for a phase (shared in phase 1, except
-    by imp_budget, whose retrains are longer)."""
-    return DENSE if phase == 1 and chain != IMP_BUDGET else chain
+    by imp_budget, whose retrains are longer, and imp_rewind, which rewinds)."""
+    return DENSE if phase == 1 and chain not in (IMP_BUDGET, IMP_REWIND) else chain
 
 
 def ingredient_dir(chain: str, phase: int, index: int) -> str:
@@ -52,7 +63,7 @@ def chain_model_dir(chain: str, phase: int) -> str:
     """The model a chain carries out of a phase: its soup, or IMP's single retrain."""
     if phase == 0:
         return DENSE
-    if chain in (IMP, IMP_BUDGET):
+    if chain in (IMP, IMP_BUDGET, IMP_REWIND):
         return ingredient_dir(chain, phase, 0)
     return f"{chain}/phase{phase}/soup"
 
@@ -107,6 +118,39 @@ def ensemble_dir(phase: int) -> str:
     return f"{ENSEMBLE}/phase{phase}"
 
 
+def gmp_dir(phase: int) -> str:
+    return f"{GMP}/phase{phase}"
+
+
+def gmp_prefix_dir(phase: int) -> str:
+    return f"{GMP}/phase{phase}/dense_prefix"
+
+
+def gmp_sms_dir(phase: int) -> str:
+    return f"{GMP_SMS}/phase{phase}"
+
+
+def gmp_sms_ingredient_dir(phase: int, round_index: int, index: int) -> str:
+    return f"{GMP_SMS}/phase{phase}/round{round_index}/ingredient{index}"
+
+
+def gmp_sms_round_dir(phase: int, round_index: int, rounds: int) -> str:
+    """A round's average; the last round's is GMP + SMS's result."""
+    return gmp_sms_dir(phase) if round_index == rounds else f"{GMP_SMS}/phase{phase}/round{round_index}/soup"
+
+
+def gmp_sms_parent_dir(phase: int, round_index: int, rounds: int) -> str:
+    """What the copies of a round start from: GMP's dense prefix, then the last average."""
+    if round_index == 1:
+        return gmp_prefix_dir(phase)
+    return gmp_sms_round_dir(phase, round_index - 1, rounds)
+
+
+def target_phases(switch: str, phases: int) -> list[int]:
+    """The phases a `none | last | all` baseline switch aims at."""
+    return {"none": [], "last": [phases], "all": list(range(1, phases + 1))}[switch]
+
+
 def run_model_dirs(
     phases: int,
     soup_methods: tuple[str, ...] | list[str],
@@ -116,6 +160,9 @@ def run_model_dirs(
     soup_at_end: bool = False,
     subset_sizes: tuple[int, ...] | list[int] = (),
     lottery_pools: str = "none",
+    gmp: str = "none",
+    gmp_sms: str = "none",
+    imp_rewind: bool = False,
 ) -> list[str]:
     """Every model directory of one run: the dense model, each chain's retrains and soups,
     and the baselines switched on."""
@@ -124,6 +171,8 @@ def run_model_dirs(
         dirs.append(ingredient_dir(IMP, phase, 0))
         if imp_budget:
             dirs.append(ingredient_dir(IMP_BUDGET, phase, 0))
+        if imp_rewind:
+            dirs.append(ingredient_dir(IMP_REWIND, phase, 0))
         for method in soup_methods:
             dirs += [ingredient_dir(method, phase, i) for i in range(ingredients)]
             dirs.append(chain_model_dir(method, phase))
@@ -134,6 +183,8 @@ def run_model_dirs(
     if lottery_pools != "none" and phases > 1:
         targets = range(1, phases + 1) if lottery_pools == "all" else [phases]
         dirs += [lottery_pools_dir(v, p) for v in LOTTERY_POOLS_VARIANTS for p in targets]
+    dirs += [gmp_dir(p) for p in target_phases(gmp, phases)]
+    dirs += [gmp_sms_dir(p) for p in target_phases(gmp_sms, phases)]
     return list(dict.fromkeys(dirs))  # phase-1 ingredients are shared: keep each once
 
 
@@ -147,6 +198,9 @@ def experiment_model_dirs(settings: Settings) -> list[str]:
         soup_at_end=settings.baselines.soup_at_end,
         subset_sizes=settings.soup.subset_sizes,
         lottery_pools=settings.baselines.lottery_pools,
+        gmp=settings.baselines.gmp,
+        gmp_sms=settings.baselines.gmp_sms,
+        imp_rewind=settings.baselines.imp_rewind,
     )
 
 

@@ -105,9 +105,10 @@ def flatten_weights(model: nn.Module | dict[str, torch.Tensor]) -> torch.Tensor:
 
 def soup_geometry(
     ingredients: Sequence[nn.Module | dict[str, torch.Tensor]], soup: nn.Module | dict[str, torch.Tensor]
-) -> dict[str, list]:
+) -> dict[str, object]:
     """Pairwise L2 distances and angles (degrees) between ingredients, and each one's distance to
-    the soup: how far apart retraining drives models that share a mask, and where the average lies.
+    the soup, with their means (over pairs i < j; 0 for a single ingredient): how far apart
+    retraining drives models that share a mask, and where the average lies.
     """
     vectors = [flatten_weights(m) for m in ingredients]
     center = flatten_weights(soup)
@@ -121,8 +122,13 @@ def soup_geometry(
             a = math.degrees(math.acos(max(-1.0, min(1.0, cosine))))
             distance[i][j] = distance[j][i] = d
             angle[i][j] = angle[j][i] = a
+    to_soup = [float(torch.linalg.vector_norm(v - center)) for v in vectors]
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
     return {
-        "pairwise_distance": distance,
+        "pairwise_l2": distance,
         "pairwise_angle_deg": angle,
-        "distance_to_soup": [float(torch.linalg.vector_norm(v - center)) for v in vectors],
+        "distance_to_soup": to_soup,
+        "mean_pairwise_l2": sum(distance[i][j] for i, j in pairs) / len(pairs) if pairs else 0.0,
+        "mean_pairwise_angle_deg": sum(angle[i][j] for i, j in pairs) / len(pairs) if pairs else 0.0,
+        "mean_distance_to_soup": sum(to_soup) / n,
     }

@@ -34,12 +34,18 @@ def get_model(name: str, in_channels: int, num_classes: int, **options: object) 
     return MODELS[name](in_channels=in_channels, num_classes=num_classes, **options)
 
 
-# models whose size is set by the `model.width` setting; the others have published shapes
-WIDTH_MODELS = {"cnn", "mlp"}
+# the `model.*` settings each architecture takes; the others have published shapes
+MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
+    "cnn": ("width",),
+    "mlp": ("width",),
+    "wrn": ("depth", "widen", "dropout"),
+    "wrn28_10": ("dropout",),
+}
 
 
 def build_model(settings: ModelSettings, in_channels: int, num_classes: int) -> nn.Module:
-    options = {"width": settings.width} if settings.name in WIDTH_MODELS else {}
+    """The configured architecture, given only the options it takes (see `MODEL_OPTIONS`)."""
+    options = {key: getattr(settings, key) for key in MODEL_OPTIONS.get(settings.name, ())}
     return get_model(settings.name, in_channels, num_classes, **options)
 
 

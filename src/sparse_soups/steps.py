@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import layout
-from .checkpoints import Checkpoint, CheckpointError, sha256, write_json
+from . import gmp, layout
+from .checkpoints import Checkpoint, CheckpointError, load_torch_file, sha256, write_json
 from .config import Settings
 from .data import Dataset, load_prepared
-from .evaluation import accuracy, ensemble_accuracy, model_metrics
+from .evaluation import accuracy, ensemble_predict, model_metrics, ood_metrics, prediction_metrics
 from .lottery_pools import ALPHAS, AVG_ALPHAS, lottery_pool
+from .metrics import soup_geometry
 from .models import build_model
 from .pruning import (
     Masks,
@@ -116,15 +118,18 @@ def _train_and_save(
     meta: dict[str, Any],
     out: Path,
     recipe: Recipe | None = None,
+    on_step: Callable[[int], None] | None = None,
 ) -> Checkpoint:
     """Retraining uses pretraining's optimizer settings and peak LR unless the
-    ingredient's recipe overrides weight decay or the peak."""
+    ingredient's recipe overrides weight decay or the peak. `on_step` (gradual pruning)
+    may update `masks` in place; the checkpoint stores them as they end."""
     optim, peak = settings.pretrain, settings.pretrain.lr
     if recipe is not None:
         optim, peak = dataclasses.replace(optim, weight_decay=recipe.weight_decay), recipe.lr
     result = train(
         model, masks, dataset, optim=optim, peak_lr=peak,
         epochs=epochs, schedule=schedule, seed=seed, augment=settings.data, compute=settings.compute,
+        on_step=on_step,
     )  # fmt: skip
     log.info("trained %s for %d steps, final loss %.4f", meta["model_dir"], result.steps, result.final_loss)
     checkpoint = Checkpoint(model.state_dict(), masks, {**meta, "train_steps": result.steps})
@@ -243,6 +248,7 @@ def soup(
         phase=phase, target_sparsity=first["target_sparsity"], kept=kept,
         ingredients=[str(p) for p in ingredients],
         ingredient_sha256=[sha256(p) for p in ingredients],
+        geometry=soup_geometry([c.state_dict for c in loaded], model.state_dict()),
     )  # fmt: skip
     checkpoint = Checkpoint(model.state_dict(), loaded[0].masks, meta)
     checkpoint.save(out)
@@ -250,16 +256,31 @@ def soup(
     return checkpoint
 
 
+def corrupt_test_set(settings: Settings, data: Path, out: Path) -> dict[str, Any]:
+    """The experiment's corrupted test set for OOD evaluation, in CIFAR-10-C's `.npy` layout
+    under the directory `out` (generated from the test split, or the official files subsampled)."""
+    from .corruptions import write_ood_set
+
+    raw = load_torch_file(data, what="prepared dataset")
+    return write_ood_set(settings.ood, raw["test_images"], raw["test_labels"], out)
+
+
 def evaluate(
-    settings: Settings, data: Path, checkpoint_path: Path, out: Path, device: str = "cpu"
+    settings: Settings,
+    data: Path,
+    checkpoint_path: Path,
+    out: Path,
+    device: str = "cpu",
+    ood_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """Metrics of one checkpoint, with its identity, as a small JSON file."""
+    """Metrics of one checkpoint, with its identity, as a small JSON file (OOD accuracy
+    on the corrupted set in `ood_dir`, if given)."""
     dataset = load_prepared(data, settings.data, device)
     checkpoint = Checkpoint.load(checkpoint_path)
     model = _load_model(settings, dataset, checkpoint, checkpoint_path)
     metrics = {
         **checkpoint.meta,
-        **model_metrics(model, dataset, settings.eval_batch_size),
+        **model_metrics(model, dataset, settings.eval_batch_size, ood_dir, settings.ood),
         "checkpoint_sha256": sha256(checkpoint_path),
     }
     write_json(metrics, out)
@@ -267,7 +288,12 @@ def evaluate(
 
 
 def ensemble(
-    settings: Settings, data: Path, ingredients: list[Path], out: Path, device: str = "cpu"
+    settings: Settings,
+    data: Path,
+    ingredients: list[Path],
+    out: Path,
+    device: str = "cpu",
+    ood_dir: Path | None = None,
 ) -> dict[str, Any]:
     """Metrics of the mean-softmax ensemble of a phase's ingredients, against the true labels.
 
@@ -279,12 +305,13 @@ def ensemble(
     models = [_load_model(settings, dataset, c, path) for c, path in loaded]
     member_sparsity = [sparsity(model)[0] for model in models]
     first = loaded[0][0].meta
+    predict, batch_size = ensemble_predict(models), settings.eval_batch_size
     metrics = _meta(
         settings, first["seed"], layout.ensemble_dir(first["phase"]), kind="ensemble",
         phase=first["phase"], target_sparsity=first["target_sparsity"],
         sparsity=sum(member_sparsity) / len(models),
-        test_accuracy=ensemble_accuracy(models, dataset.test, settings.eval_batch_size),
-        validation_accuracy=ensemble_accuracy(models, dataset.val, settings.eval_batch_size),
+        **prediction_metrics(predict, dataset, batch_size),
+        **ood_metrics(predict, dataset, ood_dir, settings.ood, batch_size),
         inference_cost=sum(1 - s for s in member_sparsity),
         members=[str(p) for p in ingredients],
         checkpoint_sha256=None,
@@ -344,3 +371,198 @@ def lottery_pools(
     checkpoint.save(out)
     log.info("lottery pools (%s) for phase %d accepted %s", variant, target_phase, result.accepted)
     return checkpoint
+
+
+def _gmp_plan(settings: Settings, dataset: Dataset, phase: int) -> gmp.GmpPlan:
+    return gmp.plan(settings, phase, gmp.steps_per_epoch(len(dataset.train), settings.pretrain.batch_size))
+
+
+def gmp_train(
+    settings: Settings, data: Path, phase: int, seed: int, out: Path, prefix_out: Path, device: str = "cpu"
+) -> Checkpoint:
+    """Gradual magnitude pruning aimed at phase `phase`'s sparsity, from the dense model's
+    initialization (see gmp.py). Also writes its state when pruning starts to
+    `prefix_out`: GMP + SMS starts there, so the dense stretch is trained once."""
+    dataset = load_prepared(data, settings.data, device)
+    torch.manual_seed(derive_seed(seed, "init"))  # the dense model's initialization
+    model = _model(settings, dataset)
+    masks = dense_masks(model)
+    plan = _gmp_plan(settings, dataset, phase)
+    pruner = gmp.GradualPruner(model, masks, plan, settings.prune.exclude)
+    prefix_meta = _meta(
+        settings, seed, layout.gmp_prefix_dir(phase), kind="gmp_prefix", phase=phase,
+        target_sparsity=0.0, train_steps=plan.start_step,
+    )  # fmt: skip
+
+    def save_prefix() -> None:
+        Checkpoint(model.state_dict(), dense_masks(model), prefix_meta).save(prefix_out)
+
+    def on_step(step: int) -> None:
+        pruner(step)
+        if step == plan.start_step:
+            save_prefix()
+
+    if plan.start_step == 0:
+        save_prefix()
+    meta = _meta(
+        settings, seed, layout.gmp_dir(phase), kind="gmp", phase=phase,
+        target_sparsity=plan.final_sparsity, gmp_epochs=plan.epochs,
+        prune_start_step=plan.start_step, prune_end_step=plan.end_step, prune_interval=plan.interval,
+    )  # fmt: skip
+    return _train_and_save(
+        settings, model, masks, dataset,
+        epochs=plan.epochs, schedule=pretrain_schedule(settings.pretrain),  # stretched to GMP's length
+        seed=derive_seed(seed, "gmp", phase), meta=meta, out=out, on_step=on_step,
+    )  # fmt: skip
+
+
+def gmp_sms_ingredient(
+    settings: Settings,
+    data: Path,
+    parent: Path,
+    phase: int,
+    round_index: int,
+    index: int,
+    seed: int,
+    out: Path,
+    device: str = "cpu",
+) -> Checkpoint:
+    """Copy `index` of GMP + SMS round `round_index`: continue GMP's LR and sparsity
+    schedules over the round's epochs from `parent` (GMP's dense prefix for round 1,
+    else the previous round's average), with its own seed."""
+    dataset = load_prepared(data, settings.data, device)
+    start = Checkpoint.load(parent)
+    if start.meta.get("phase") != phase:
+        raise ValueError(f"GMP + SMS phase {phase}: {parent} belongs to phase {start.meta.get('phase')}")
+    model = _load_model(settings, dataset, start, parent)
+    masks = {name: mask.to(dataset.device) for name, mask in start.masks.items()}
+    plan = _gmp_plan(settings, dataset, phase)
+    first, end = plan.round_epochs(round_index)
+    offset = first * plan.steps_per_epoch
+    meta = _meta(
+        settings, seed, layout.gmp_sms_ingredient_dir(phase, round_index, index), kind="gmp_sms_ingredient",
+        phase=phase, round=round_index, index=index,
+        target_sparsity=plan.sparsity_at(end * plan.steps_per_epoch), parent_sha256=sha256(parent),
+    )  # fmt: skip
+    return _train_and_save(
+        settings, model, masks, dataset,
+        epochs=end - first,
+        schedule=gmp.continued_schedule(pretrain_schedule(settings.pretrain), offset, plan.total_steps),
+        seed=derive_seed(seed, "gmp_sms", phase, round_index, index), meta=meta, out=out,
+        on_step=gmp.GradualPruner(model, masks, plan, settings.prune.exclude, offset),
+    )  # fmt: skip
+
+
+def gmp_sms_average(
+    settings: Settings,
+    data: Path,
+    phase: int,
+    round_index: int,
+    ingredients: list[Path],
+    out: Path,
+    device: str = "cpu",
+) -> Checkpoint:
+    """Average a GMP + SMS round's copies (their masks may differ), re-prune globally to
+    the schedule's sparsity at the round's end, recalibrate BatchNorm. The last round's
+    average is GMP + SMS's result (kind `soup`, method `gmp_sms`)."""
+    dataset = load_prepared(data, settings.data, device)
+    loaded = [Checkpoint.load(path) for path in ingredients]
+    for path, checkpoint in zip(ingredients, loaded, strict=True):
+        found = (checkpoint.meta.get("kind"), checkpoint.meta.get("phase"), checkpoint.meta.get("round"))
+        if found != ("gmp_sms_ingredient", phase, round_index):
+            raise ValueError(
+                f"GMP + SMS phase {phase} round {round_index}: {path} is (kind, phase, round) {found}"
+            )
+    plan = _gmp_plan(settings, dataset, phase)
+    end = plan.round_epochs(round_index)[1]
+    density = 1 - plan.sparsity_at(end * plan.steps_per_epoch)
+    model = _model(settings, dataset)
+    states = [c.state_dict for c in loaded]
+    masks = gmp.average_dense_and_reprune(states, model, density, settings.prune.exclude)
+    recalibration = dataset.train.head(settings.soup.bn_recalibration_fraction)
+    recalibrate_batchnorm(model, recalibration, settings.eval_batch_size)
+    final = round_index == plan.rounds
+    meta = _meta(
+        settings, loaded[0].meta["seed"], layout.gmp_sms_round_dir(phase, round_index, plan.rounds),
+        kind="soup" if final else "gmp_sms_round", method=layout.GMP_SMS, phase=phase,
+        round=round_index, rounds=plan.rounds, target_sparsity=1 - density,
+        ingredients=[str(p) for p in ingredients], ingredient_sha256=[sha256(p) for p in ingredients],
+        geometry=soup_geometry(states, model.state_dict()),
+    )  # fmt: skip
+    checkpoint = Checkpoint(model.state_dict(), masks, meta)
+    checkpoint.save(out)
+    return checkpoint
+
+
+def _check_rewind_epoch(settings: Settings) -> int:
+    epoch = settings.baselines.rewind_epoch
+    if not 0 <= epoch < settings.pretrain.epochs:
+        raise ValueError(
+            f"baselines.rewind_epoch: {epoch} must be in 0..{settings.pretrain.epochs - 1} "
+            f"(less than pretrain.epochs)"
+        )
+    return epoch
+
+
+def rewind_point(settings: Settings, data: Path, seed: int, out: Path, device: str = "cpu") -> Checkpoint:
+    """The dense run's state at the end of epoch `baselines.rewind_epoch`: its first epochs
+    replayed (same initialization, batch order and LR), so `pretrain` stays as it is."""
+    epoch = _check_rewind_epoch(settings)
+    dataset = load_prepared(data, settings.data, device)
+    torch.manual_seed(derive_seed(seed, "init"))
+    model = _model(settings, dataset)
+    total = _pretrain_steps(settings, dataset)
+    schedule = gmp.continued_schedule(pretrain_schedule(settings.pretrain), 0, total)
+    meta = _meta(
+        settings, seed, layout.REWIND, kind="rewind", phase=0, target_sparsity=0.0, rewind_epoch=epoch
+    )  # fmt: skip
+    if epoch == 0:  # the initialization itself (the original lottery ticket rewinding)
+        checkpoint = Checkpoint(model.state_dict(), dense_masks(model), {**meta, "train_steps": 0})
+        checkpoint.save(out)
+        return checkpoint
+    return _train_and_save(
+        settings, model, dense_masks(model), dataset,
+        epochs=epoch, schedule=schedule, seed=derive_seed(seed, "pretrain"), meta=meta, out=out,
+    )  # fmt: skip
+
+
+def imp_rewind(
+    settings: Settings,
+    data: Path,
+    parent: Path,
+    rewind: Path,
+    phase: int,
+    seed: int,
+    out: Path,
+    device: str = "cpu",
+) -> Checkpoint:
+    """IMP with weight rewinding: prune the chain's previous model to this phase's
+    density, reset the survivors to the rewind point, and train the rest of pretraining
+    (its LR schedule from the rewind epoch on)."""
+    epoch = _check_rewind_epoch(settings)
+    dataset = load_prepared(data, settings.data, device)
+    start = Checkpoint.load(parent)
+    model = _load_model(settings, dataset, start, parent)
+    point = Checkpoint.load(rewind)
+    if point.meta.get("kind") != "rewind" or point.meta.get("rewind_epoch") != epoch:
+        raise ValueError(f"{rewind} is not the rewind point of epoch {epoch} (meta {point.meta})")
+    density = target_density(settings.prune.sparsity, settings.prune.phases, phase)
+    parent_masks = {name: mask.to(dataset.device) for name, mask in start.masks.items()}
+    parent_sha = sha256(parent)
+    generator = torch.Generator().manual_seed(derive_seed(seed, "prune", phase, parent_sha))
+    prune = settings.prune
+    masks = select_masks(model, parent_masks, density, prune.selection, prune.exclude, generator)
+    gmp.rewind_to(model, point.state_dict, masks)
+    total = _pretrain_steps(settings, dataset)
+    offset = epoch * gmp.steps_per_epoch(len(dataset.train), settings.pretrain.batch_size)
+    meta = _meta(
+        settings, seed, layout.ingredient_dir(layout.IMP_REWIND, phase, 0), kind="ingredient",
+        lineage=layout.IMP_REWIND, phase=phase, index=0, target_sparsity=1 - density,
+        parent_sha256=parent_sha, rewind_sha256=sha256(rewind), rewind_epoch=epoch,
+    )  # fmt: skip
+    return _train_and_save(
+        settings, model, masks, dataset,
+        epochs=settings.pretrain.epochs - epoch,
+        schedule=gmp.continued_schedule(pretrain_schedule(settings.pretrain), offset, total),
+        seed=derive_seed(seed, "imp_rewind", phase), meta=meta, out=out,
+    )  # fmt: skip

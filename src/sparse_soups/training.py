@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -67,8 +68,12 @@ def train(
     seed: int,
     augment: DataSettings,
     compute: ComputeSettings = DEFAULT_COMPUTE,
+    on_step: Callable[[int], None] | None = None,
 ) -> TrainResult:
-    """SGD over `epochs` of the training split; `seed` fixes batch order and augmentation."""
+    """SGD over `epochs` of the training split; `seed` fixes batch order and augmentation.
+
+    `on_step(steps_done)` runs after each step's masking: gradual pruning updates `masks`
+    in place there, and the loop keeps applying the updated masks."""
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -90,8 +95,9 @@ def train(
         correct = seen = 0
         for images, labels in iterate_batches(dataset.train, optim.batch_size, generator):
             images = augment_batch(
-                images, augment.crop_padding, augment.horizontal_flip, dataset.pad_value, generator
-            )
+                images, augment.crop_padding, augment.horizontal_flip, dataset.pad_value, generator,
+                rotation=augment.rotation_degrees,
+            )  # fmt: skip
             with autocast:
                 logits = forward(images.contiguous(memory_format=memory_format))
                 loss = nn.functional.cross_entropy(logits, labels)
@@ -103,6 +109,8 @@ def train(
             apply_masks(model, masks)
             scheduler.step()
             step += 1
+            if on_step is not None:
+                on_step(step)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
     return TrainResult(steps=step, final_loss=loss.item(), train_accuracy=correct / max(seen, 1))

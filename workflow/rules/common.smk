@@ -72,8 +72,39 @@ def ensemble_ingredients(wildcards) -> list[str]:
 
 
 def imp_tickets(wildcards) -> list[str]:
-    phases = range(1, settings_of(wildcards).prune.phases + 1)
-    return [run_path(wildcards, layout.chain_model_dir(layout.IMP, p)) for p in phases]
+    """The tickets Lottery Pools mixes: the IMP chain's, or the rewound chain's."""
+    settings = settings_of(wildcards)
+    chain = settings.baselines.lottery_pools_tickets  # imp | imp_rewind
+    phases = range(1, settings.prune.phases + 1)
+    return [run_path(wildcards, layout.chain_model_dir(chain, p)) for p in phases]
+
+
+def gmp_rounds_of(wildcards) -> int:
+    from sparse_soups.gmp import gmp_rounds
+
+    return gmp_rounds(settings_of(wildcards))
+
+
+def gmp_sms_parent(wildcards) -> str:
+    """Round 1 starts from GMP's dense prefix, round r from round r - 1's average."""
+    phase, round_index = int(wildcards.phase), int(wildcards.round)
+    parent = layout.gmp_sms_parent_dir(phase, round_index, gmp_rounds_of(wildcards))
+    return run_path(wildcards, parent)
+
+
+def gmp_sms_copies(wildcards, round_index: int | None = None) -> list[str]:
+    """The m copies of a GMP + SMS round (the wildcard's round, or the given one)."""
+    phase = int(wildcards.phase)
+    round_index = int(wildcards.round) if round_index is None else round_index
+    m = settings_of(wildcards).soup.ingredients
+    return [
+        run_path(wildcards, layout.gmp_sms_ingredient_dir(phase, round_index, i))
+        for i in range(m)
+    ]
+
+
+def gmp_sms_last_copies(wildcards) -> list[str]:
+    return gmp_sms_copies(wildcards, gmp_rounds_of(wildcards))
 
 
 def experiment_metrics(wildcards) -> list[str]:
@@ -85,5 +116,86 @@ def experiment_metrics(wildcards) -> list[str]:
     ]
 
 
+def report_parts(settings: Settings) -> list[str]:
+    """The report parts an experiment has data for (see sparse_soups.reporting.parts)."""
+    parts = ["main"]
+    if getattr(getattr(settings, "ood", None), "enabled", False):
+        parts.append("ood")
+    if "uniform" in settings.soup.methods and any(
+        k < settings.soup.ingredients for k in settings.soup.subset_sizes
+    ):
+        parts.append("ablation_m")
+    if settings.soup.vary != "seed":
+        parts.append("ablation_vary")
+    return parts
+
+
 def all_reports() -> list[str]:
-    return [f"results/{name}/report/table.md" for name in EXPERIMENTS]
+    from sparse_soups.reporting.parts import part_files
+
+    return [
+        f"results/{name}/report/{file}"
+        for name, settings in EXPERIMENTS.items()
+        for part in report_parts(settings)
+        for file in part_files(part)
+    ]
+
+
+REPORT_DIR = "results/{experiment}/report"
+REPORT_SECTIONS = {
+    "main": "Accuracy",
+    "ood": "Out-of-distribution",
+    "ablation_m": "Ablations",
+    "ablation_vary": "Ablations",
+}
+
+
+def report_outputs(part: str) -> dict:
+    """A report part's files as named outputs; the HTML table and PNG figure of each item
+    go into `snakemake --report`, with the caption `workflow/report/{stem}.rst`."""
+    from sparse_soups.reporting.parts import FIGURE_FORMATS, PARTS, TABLE_FORMATS
+
+    tables, figures = PARTS[part]
+    outputs = {"results": f"{REPORT_DIR}/results.csv"} if part == "main" else {}
+    items = [(t, TABLE_FORMATS, "html") for t in tables]
+    items += [(f, FIGURE_FORMATS, "png") for f in figures]
+    for stem, formats, shown in items:
+        for fmt in formats:
+            path = f"{REPORT_DIR}/{stem}.{fmt}"
+            if fmt == shown:
+                path = report(
+                    path,
+                    caption=f"../report/{stem}.rst",
+                    category="{experiment}",
+                    subcategory=REPORT_SECTIONS[part],
+                    labels={
+                        "item": stem,
+                        "kind": "table" if fmt == "html" else "figure",
+                    },
+                )
+            outputs[f"{stem}_{fmt}"] = path
+    return outputs
+
+
+def experiment_summary(wildcards) -> str:
+    """The settings a report caption names: enough to tell which run an item shows."""
+    s = settings_of(wildcards)
+    vary = s.soup.vary + (f" {list(s.soup.values)}" if s.soup.values else "")
+    return (
+        f"{s.model.name} (width {s.model.width}) on {s.data.dataset}, seeds {list(s.seeds)}; "
+        f"{s.prune.phases} IMP phase(s) to {100 * s.prune.sparsity:g}% sparsity "
+        f"({s.prune.selection} magnitude pruning); retraining {s.retrain.epochs} epoch(s) "
+        f"with {s.retrain.schedule.upper()}; m = {s.soup.ingredients} ingredients varying "
+        f"{vary}; soups {', '.join(s.soup.methods)}"
+    )
+
+
+def ood_input(wildcards) -> list[str]:
+    """The experiment's corrupted test set, for jobs that report OOD accuracy (none when off)."""
+    if not settings_of(wildcards).ood.enabled:
+        return []
+    return [f"results/{wildcards.experiment}/ood"]
+
+
+def ood_option(wildcards, input) -> str:
+    return f"--ood {input.ood}" if input.ood else ""

@@ -41,3 +41,28 @@ rule prepare_data:
     shell:
         "python -m sparse_soups prepare-data --settings {input.settings} --threads {threads}"
         " --out {output} > {log} 2>&1"
+
+
+rule corrupt_test_set:
+    """The corrupted test set for OOD evaluation, once per experiment, in CIFAR-10-C's
+    `.npy` layout: generated from the test split (seeded), or the official files subsampled.
+    """
+    input:
+        settings="results/{experiment}/settings.json",
+        data="results/{experiment}/data.pt",
+    output:
+        directory("results/{experiment}/ood"),
+    log:
+        "results/{experiment}/logs/corrupt_test_set.log",
+    benchmark:
+        "results/{experiment}/benchmarks/corrupt_test_set.tsv"
+    conda:
+        ENV
+    threads: RESOURCES["light"]["threads"]
+    resources:
+        mem_mb=RESOURCES["light"]["mem_mb"],
+        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
+        gpu=RESOURCES["light"]["gpu"],
+    shell:
+        "python -m sparse_soups corrupt-test-set --settings {input.settings}"
+        " --data {input.data} --threads {threads} --out {output} > {log} 2>&1"

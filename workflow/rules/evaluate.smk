@@ -1,9 +1,10 @@
 rule evaluate:
-    """Test and validation accuracy and measured sparsity of one model."""
+    """Accuracy, ECE, worst-class and OOD accuracy, sparsity and FLOPs of one model."""
     input:
         settings="results/{experiment}/settings.json",
         data="results/{experiment}/data.pt",
         checkpoint=f"{RUN}/{{model_dir}}/model.pt",
+        ood=ood_input,
     output:
         f"{RUN}/{{model_dir}}/metrics.json",
     log:
@@ -17,6 +18,9 @@ rule evaluate:
         mem_mb=RESOURCES["light"]["mem_mb"],
         runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
         gpu=RESOURCES["light"]["gpu"],
+    params:
+        ood=ood_option,
     shell:
         "python -m sparse_soups evaluate --settings {input.settings} --data {input.data}"
-        " --checkpoint {input.checkpoint} --threads {threads} --out {output} > {log} 2>&1"
+        " --checkpoint {input.checkpoint} {params.ood} --threads {threads} --out {output}"
+        " > {log} 2>&1"

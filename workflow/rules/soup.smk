@@ -39,6 +39,7 @@ rule ensemble:
         settings="results/{experiment}/settings.json",
         data="results/{experiment}/data.pt",
         ingredients=ensemble_ingredients,
+        ood=ood_input,
     output:
         f"{RUN}/ensemble/phase{{phase}}/metrics.json",
     log:
@@ -52,9 +53,11 @@ rule ensemble:
         mem_mb=RESOURCES["light"]["mem_mb"],
         runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
         gpu=RESOURCES["light"]["gpu"],
+    params:
+        ood=ood_option,
     shell:
         "python -m sparse_soups ensemble --settings {input.settings} --data {input.data}"
-        " --threads {threads} --out {output} {input.ingredients} > {log} 2>&1"
+        " {params.ood} --threads {threads} --out {output} {input.ingredients} > {log} 2>&1"
 
 
 rule lottery_pools:

@@ -8,7 +8,6 @@ ImageFolder directory through a DataLoader.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import numpy as np
 import torch
 
 from ..data import DataError, DataNotFoundError, augment_batch
+from ..data import rotate_batch as rotate_batch  # re-exported: it lived here first
 
 TORCHVISION_CLASSES = {
     "mnist": "MNIST",
@@ -127,28 +127,12 @@ def _as_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor]:
     return images.contiguous(), labels
 
 
-def rotate_batch(
-    images: torch.Tensor, degrees: float, fill: float, generator: torch.Generator
-) -> torch.Tensor:
-    """Rotate each image by its own angle, uniform in [-degrees, degrees], filling with `fill`."""
-    n = len(images)
-    angles = (torch.rand(n, generator=generator) * 2 - 1) * math.radians(degrees)
-    cos, sin = angles.cos(), angles.sin()
-    theta = torch.zeros(n, 2, 3)
-    theta[:, 0, 0], theta[:, 0, 1], theta[:, 1, 0], theta[:, 1, 1] = cos, -sin, sin, cos
-    theta = theta.to(device=images.device, dtype=images.dtype)
-    grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
-    rotated = torch.nn.functional.grid_sample(images - fill, grid, align_corners=False, padding_mode="zeros")
-    return rotated + fill  # zeros padding of (x - fill) is `fill` after the shift back
-
-
 def augment_for(
     name: str, images: torch.Tensor, pad_value: float, generator: torch.Generator
 ) -> torch.Tensor:
     """The paper's training augmentation for dataset `name` on a batch of normalized images."""
     padding, flip, degrees = AUGMENTATION[name]
-    images = augment_batch(images, padding, flip, pad_value, generator)
-    return rotate_batch(images, degrees, pad_value, generator) if degrees else images
+    return augment_batch(images, padding, flip, pad_value, generator, rotation=degrees)
 
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
