@@ -1,14 +1,17 @@
-"""Shared fixtures: a tiny dataset in the real IDX format that torchvision reads."""
+"""Shared fixtures: a tiny dataset in the real IDX format that torchvision reads, and the
+smoke config run once through Snakemake for every test module that compares against it."""
 
 from __future__ import annotations
 
 import gzip
 import struct
+import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 
 from sparse_soups.config import DataSettings, Settings
 from sparse_soups.data import Dataset, load_prepared, prepare_dataset
@@ -79,3 +82,49 @@ def tiny_settings(idx_dir: Path) -> Settings:
 def dataset(prepared_path: Path, tiny_settings: Settings) -> Dataset:
     torch.manual_seed(0)
     return load_prepared(prepared_path, tiny_settings.data)
+
+
+def write_smoke_config(directory: Path, idx_dir: Path) -> Path:
+    """config/smoke.yaml with its data read from `idx_dir`, as `directory`/smoke.yaml."""
+    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
+    for experiment in config["experiments"].values():
+        experiment.setdefault("data", {})["root"] = str(idx_dir)
+    path = directory / "smoke.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def smoke_snakemake(directory: Path, *args: str, **kwargs) -> subprocess.CompletedProcess | subprocess.Popen:
+    command = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(directory),
+               "--configfile", str(directory / "smoke.yaml"), "--cores", "2", *args]  # fmt: skip
+    if kwargs.pop("background", False):
+        return subprocess.Popen(
+            command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+    return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
+
+
+def metrics_files(directory: Path, experiment: str = "") -> dict[str, str]:
+    """Every metrics.json under results/ (of one experiment, if named), by relative path."""
+    return {
+        str(path.relative_to(directory)): path.read_text()
+        for path in sorted((directory / "results" / experiment).rglob("metrics.json"))
+    }
+
+
+@pytest.fixture(scope="session")
+def smoke_idx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_idx_dataset(tmp_path_factory.mktemp("smoke-idx"), n_train=800, n_test=300)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, smoke_idx: Path) -> tuple[Path, str]:
+    """The whole smoke config run once locally (the reference for the SLURM and restart tests)."""
+    directory = tmp_path_factory.mktemp("smoke-run")
+    write_smoke_config(directory, smoke_idx)
+    dry = smoke_snakemake(directory, "-n")
+    assert dry.returncode == 0, dry.stderr
+    assert not (directory / "results").exists()  # a dry run computes nothing
+    run = smoke_snakemake(directory)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return directory, dry.stdout + dry.stderr

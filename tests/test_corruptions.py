@@ -6,14 +6,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from sparse_soups.corruptions import (
     ALL,
     EXTRA,
     STANDARD,
     corrupt,
-    imagenet_c_folder,
     read_corrupted,
     write_corrupted_dataset,
 )
@@ -126,14 +124,3 @@ def test_reader_loads_official_cifar10c_files(tmp_path: Path) -> None:
     assert images.shape == (2, 3, 32, 32)
     assert torch.equal(images, torch.from_numpy(stack[2:4]).permute(0, 3, 1, 2))
     assert labels.dtype == torch.int64 and labels.tolist() == [7, 2]
-
-
-def test_imagenet_c_folder(tmp_path: Path) -> None:
-    for cls in ("n01", "n02"):
-        folder = tmp_path / "fog" / "3" / cls
-        folder.mkdir(parents=True)
-        Image.new("RGB", (8, 8), (10, 20, 30)).save(folder / "a.JPEG")
-    dataset = imagenet_c_folder(tmp_path, "fog", 3)
-    assert len(dataset) == 2 and dataset.classes == ["n01", "n02"]
-    with pytest.raises(FileNotFoundError, match="fog/4"):
-        imagenet_c_folder(tmp_path, "fog", 4)

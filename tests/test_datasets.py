@@ -13,13 +13,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from sparse_soups.data import DataError, DataNotFoundError
 from sparse_soups.datasets import (
     Source,
     augment_for,
-    imagenet_loader,
     load_torchvision_dataset,
     rotate_batch,
 )
@@ -154,26 +152,6 @@ def test_cifar100_augmentation_rotates_per_sample_deterministically() -> None:
     assert ones[:, 0, 0, 0].min() < 0 and torch.allclose(ones[:, 0, 8, 8], torch.ones(64))
     # at 0 degrees the rotation is the identity
     assert torch.allclose(rotate_batch(images, 0, 0.0, torch.Generator()), images, atol=1e-5)
-
-
-def test_imagenet_folder_streamed(tmp_path: Path) -> None:
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        for cls in ("n01440764", "n01443537"):
-            folder = tmp_path / split / cls
-            folder.mkdir(parents=True)
-            for i in range(3):
-                pixels = rng.integers(0, 256, size=(48 + 8 * i, 40, 3), dtype=np.uint8)
-                Image.fromarray(pixels).save(folder / f"{cls}_{i}.JPEG")
-    loader = imagenet_loader(tmp_path, "train", batch_size=4, seed=0, crop=32, resize=36)
-    batches = list(loader)
-    assert [len(y) for _, y in batches] == [4, 2] and batches[0][0].shape == (4, 3, 32, 32)
-    again = list(imagenet_loader(tmp_path, "train", batch_size=4, seed=0, crop=32, resize=36))
-    assert torch.equal(batches[0][1], again[0][1])  # the same shuffle for the same seed
-    images, labels = next(iter(imagenet_loader(tmp_path, "val", batch_size=6, crop=32, resize=36)))
-    assert images.shape == (6, 3, 32, 32) and labels.tolist() == [0, 0, 0, 1, 1, 1]
-    with pytest.raises(DataNotFoundError, match="test"):
-        imagenet_loader(tmp_path, "test", batch_size=2)
 
 
 def test_prepare_dataset_reads_cifar_copy(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

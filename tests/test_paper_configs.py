@@ -10,7 +10,7 @@ import torch
 import yaml
 
 from sparse_soups.config import ModelSettings, Settings
-from sparse_soups.data import UnsupportedDatasetError, prepare_dataset
+from sparse_soups.data import load_prepared, prepare_dataset
 from sparse_soups.models import build_model
 from tests.conftest import REPO
 
@@ -25,11 +25,11 @@ def _local_config(name: str, directory: Path) -> dict:
     pointed at empty stand-ins: a dry run needs them to exist, not their contents."""
     config = yaml.safe_load((REPO / "config" / name).read_text())
     for experiment in config["experiments"].values():
-        if experiment["data"].get("root"):
+        if experiment["data"].get("root") or experiment["data"]["dataset"] == "imagenet":
             for split in ("train", "val"):
                 (directory / "data" / split).mkdir(parents=True, exist_ok=True)
             experiment["data"]["root"] = str(directory / "data")
-        if experiment.get("ood", {}).get("root"):
+        if experiment.get("ood", {}).get("root") or experiment.get("ood", {}).get("source") == "files":
             (directory / "ood").mkdir(exist_ok=True)
             experiment["ood"]["root"] = str(directory / "ood")
     return config
@@ -83,9 +83,15 @@ def test_wrn_options_reach_the_model() -> None:
     assert [layer.out_features for layer in mlp.net if hasattr(layer, "out_features")] == [300, 100, 10]
 
 
-def test_imagenet_run_stops_early_saying_what_is_missing(tmp_path: Path) -> None:
+def test_imagenet_config_streams_a_real_image_folder(tmp_path: Path) -> None:
+    """The shipped ImageNet settings (224 crops, loader workers) on a tiny ImageFolder tree."""
+    from tests.test_imagenet import make_image_folder
+
     (raw,) = yaml.safe_load((REPO / "config" / "imagenet_resnet50.yaml").read_text())["experiments"].values()
+    raw["data"]["root"] = str(make_image_folder(tmp_path / "imagenet", {"train": 4, "val": 2}))
     settings = Settings.from_dict(raw)
-    with pytest.raises(UnsupportedDatasetError, match=r"streamed training/evaluation .* not wired"):
-        prepare_dataset(settings.data, tmp_path / "data.pt")
-    assert not (tmp_path / "data.pt").exists()
+    prepare_dataset(settings.data, tmp_path / "data.pt")
+    dataset = load_prepared(tmp_path / "data.pt", settings.data)
+    images, _ = next(dataset.training_batches(8, torch.Generator().manual_seed(0), settings.data))
+    assert images.shape == (8, 3, 224, 224) and dataset.num_classes == 3
+    assert settings.data.loader_workers > 0 and settings.ood.enabled and settings.ood.source == "files"

@@ -18,9 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, make_idx_dataset
+from tests.conftest import REPO, metrics_files, write_smoke_config
 from tests.slurm_cluster import PACKAGES, SlurmCluster, missing_programs
-from tests.test_workflow import _metrics, _write_smoke_config
 
 # The smoke config's one-seed experiment (its whole DAG: data, pretraining, a phase of
 # ingredients, soups, baselines, evaluations, report); at ~20 s of SLURM and Snakemake
@@ -70,17 +69,10 @@ def _snakemake(directory: Path, *args: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory):
-    idx = make_idx_dataset(tmp_path_factory.mktemp("slurm-idx"), n_train=800, n_test=300)
-    local_dir = tmp_path_factory.mktemp("local-run")
+def runs(cluster: SlurmCluster, smoke_run, smoke_idx: Path, tmp_path_factory: pytest.TempPathFactory):
+    local_dir, _ = smoke_run  # the reference: the same config run locally (tests/conftest.py)
     slurm_dir = tmp_path_factory.mktemp("slurm-run")
-    for directory in (local_dir, slurm_dir):
-        _write_smoke_config(directory, idx)
-
-    # The local reference runs beside the SLURM run (which mostly waits on the queue).
-    local = subprocess.Popen(
-        _snakemake(local_dir, "--cores", "2"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
+    write_smoke_config(slurm_dir, smoke_idx)
 
     hook = tmp_path_factory.mktemp("hook")
     marker = hook / "failed-once"
@@ -102,8 +94,6 @@ def runs(cluster: SlurmCluster, tmp_path_factory: pytest.TempPathFactory):
     slurm = subprocess.run(
         _snakemake(slurm_dir, *profile_overrides), env=env, capture_output=True, text=True, check=False
     )
-    local_out, _ = local.communicate(timeout=600)
-    assert local.returncode == 0, local_out[-3000:]
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert slurm.returncode == 0, (slurm.stderr[-5000:], cluster.diagnostics())
     return {"local": local_dir, "slurm": slurm_dir, "marker": marker, "dry": dry, "log": slurm.stderr}
@@ -165,7 +155,8 @@ def test_failed_job_was_retried_with_longer_runtime(cluster: SlurmCluster, runs)
 
 
 def test_metrics_equal_those_of_a_local_run(runs) -> None:
-    local, slurm = _metrics(runs["local"]), _metrics(runs["slurm"])
+    local = metrics_files(runs["local"], "smoke_uniform")
+    slurm = metrics_files(runs["slurm"], "smoke_uniform")
     # One per evaluation, plus those other rules (the ensemble baseline) write.
     assert len(local) >= _planned_jobs(runs["dry"].stdout + runs["dry"].stderr)["evaluate"]
     assert slurm == local

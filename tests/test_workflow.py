@@ -6,7 +6,6 @@ import importlib.metadata
 import json
 import os
 import signal
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,55 +18,12 @@ from sparse_soups.checkpoints import sha256
 from sparse_soups.config import Settings
 from sparse_soups.pruning import target_density
 from sparse_soups.reporting.parts import PARTS
-from tests.conftest import REPO, make_idx_dataset
-
-
-def _write_smoke_config(directory: Path, idx_dir: Path) -> Path:
-    config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
-    for experiment in config["experiments"].values():
-        experiment.setdefault("data", {})["root"] = str(idx_dir)
-    path = directory / "smoke.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _snakemake(directory: Path, *args: str, **kwargs) -> subprocess.CompletedProcess | subprocess.Popen:
-    command = ["snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(directory),
-               "--configfile", str(directory / "smoke.yaml"), "--cores", "2", *args]  # fmt: skip
-    if kwargs.pop("background", False):
-        return subprocess.Popen(
-            command, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
-    return subprocess.run(command, capture_output=True, text=True, check=False, **kwargs)
-
-
-def _metrics(directory: Path) -> dict[str, str]:
-    return {
-        str(path.relative_to(directory)): path.read_text()
-        for path in sorted((directory / "results").rglob("metrics.json"))
-    }
+from tests.conftest import REPO, metrics_files, smoke_snakemake, write_smoke_config
 
 
 @pytest.fixture(scope="module")
 def smoke_config() -> dict:
     return yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())
-
-
-@pytest.fixture(scope="module")
-def smoke_idx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_idx_dataset(tmp_path_factory.mktemp("smoke-idx"), n_train=800, n_test=300)
-
-
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory, smoke_idx: Path) -> tuple[Path, str]:
-    directory = tmp_path_factory.mktemp("smoke-run")
-    _write_smoke_config(directory, smoke_idx)
-    dry = _snakemake(directory, "-n")
-    assert dry.returncode == 0, dry.stderr
-    assert not (directory / "results").exists()  # a dry run computes nothing
-    run = _snakemake(directory)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return directory, dry.stdout + dry.stderr
 
 
 def test_dry_run_lists_every_job_before_any_runs(smoke_run, smoke_config) -> None:
@@ -153,7 +109,7 @@ def test_gmp_gmp_sms_and_imp_rewind_rows_were_evaluated(smoke_run) -> None:
 
 def test_second_run_does_nothing(smoke_run) -> None:
     directory, _ = smoke_run
-    again = _snakemake(directory, "-n")
+    again = smoke_snakemake(directory, "-n")
     assert again.returncode == 0
     assert "Nothing to be done" in again.stdout + again.stderr
 
@@ -165,7 +121,7 @@ def test_changed_metrics_rerun_only_that_experiments_report_jobs(smoke_run) -> N
     # New results for one method. Snakemake compares checksums too: a bare touch reruns nothing.
     path.write_text(json.dumps({**json.loads(text), "test_accuracy": 0.5}))
     try:
-        dry = _snakemake(directory, "-n")
+        dry = smoke_snakemake(directory, "-n")
     finally:
         path.write_text(text)
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))
@@ -178,12 +134,12 @@ def test_changed_metrics_rerun_only_that_experiments_report_jobs(smoke_run) -> N
     assert total == 4
     outputs = [line for line in log.splitlines() if line.strip().startswith("output:")]
     assert outputs and all("results/smoke/report/" in line for line in outputs)
-    assert _snakemake(directory, "-n").stdout.count("Nothing to be done") == 1  # restored
+    assert smoke_snakemake(directory, "-n").stdout.count("Nothing to be done") == 1  # restored
 
 
 def test_html_report_holds_every_table_and_figure_with_its_caption(smoke_run) -> None:
     directory, _ = smoke_run
-    result = _snakemake(directory, "--report", "report.html")
+    result = smoke_snakemake(directory, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (directory / "report.html").read_text()
     items = {"smoke": ["main", "ood", "ablation_m"], "smoke_uniform": ["main", "ood", "ablation_vary"]}
@@ -197,20 +153,23 @@ def test_html_report_holds_every_table_and_figure_with_its_caption(smoke_run) ->
 
 
 def test_killed_run_restarts_and_gives_identical_metrics(smoke_run, smoke_idx, tmp_path: Path) -> None:
+    """SIGKILL mid-job, unlock, rerun: the one-seed experiment (a few dozen jobs) suffices."""
     reference, _ = smoke_run
-    _write_smoke_config(tmp_path, smoke_idx)
-    process = _snakemake(tmp_path, background=True)
+    target = "results/smoke_uniform/report/table.md"
+    write_smoke_config(tmp_path, smoke_idx)
+    process = smoke_snakemake(tmp_path, target, background=True)
     deadline = time.monotonic() + 300
-    target = tmp_path / "results/smoke/seed0/dense/phase1/ingredient0/model.pt"
-    while not target.exists() and process.poll() is None and time.monotonic() < deadline:
+    mid_run = tmp_path / "results/smoke_uniform/seed0/dense/phase1/ingredient0/model.pt"
+    while not mid_run.exists() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.2)
     os.killpg(process.pid, signal.SIGKILL)  # Snakemake and its running jobs, mid-job
     process.wait()
-    assert not (tmp_path / "results/smoke/report/table.md").exists()
-    assert _snakemake(tmp_path, "--unlock").returncode == 0
-    resumed = _snakemake(tmp_path)
+    assert mid_run.exists() and not (tmp_path / target).exists()
+    assert smoke_snakemake(tmp_path, "--unlock").returncode == 0
+    resumed = smoke_snakemake(tmp_path, target)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert _metrics(tmp_path) == _metrics(reference)
+    assert metrics_files(tmp_path, "smoke_uniform") == metrics_files(reference, "smoke_uniform")
+    assert (tmp_path / target).read_text() == (reference / target).read_text()
 
 
 def test_metrics_carry_calibration_costs_ood_and_soup_geometry(smoke_run, smoke_config) -> None:

@@ -33,6 +33,8 @@ class DataSettings:
     crop_padding: int = 2
     horizontal_flip: bool = True
     rotation_degrees: float = 0.0  # random rotation in [-d, d] (the paper's CIFAR-100: 15)
+    image_size: int = 224  # streamed datasets (ImageNet): the crop fed to the model
+    loader_workers: int = 0  # streamed datasets: DataLoader worker processes decoding JPEGs
 
 
 @dataclass(frozen=True)
@@ -204,6 +206,8 @@ def config_problems(config: dict[str, Any], schema_path: str | Path) -> list[str
         root = (experiment or {}).get("data", {}).get("root") if isinstance(experiment, dict) else None
         if isinstance(root, str) and not Path(root).is_dir():
             problems.append(f"experiments.{name}.data.root: directory '{root}' does not exist")
+        elif isinstance(experiment, dict):
+            problems += _imagenet_problems(name, experiment.get("data") or {})
         if isinstance(experiment, dict):
             problems += _soup_problems(name, experiment.get("soup") or {})
             problems += _ood_problems(name, experiment.get("ood") or {})
@@ -222,6 +226,18 @@ def _gmp_problems(name: str, experiment: dict[str, Any]) -> list[str]:
         return problems(settings, f"experiments.{name}")
     except (SettingsError, TypeError, ValueError, KeyError):
         return []
+
+
+def _imagenet_problems(name: str, data: dict[str, Any]) -> list[str]:
+    """ImageNet is never downloaded: its ImageFolder root must hold train/ and val/."""
+    if not isinstance(data, dict) or data.get("dataset") != "imagenet":
+        return []
+    root = data.get("root")
+    if not isinstance(root, str):
+        return [f"experiments.{name}.data.root: imagenet needs the directory holding train/ and val/ "
+                "(ImageFolder layout), got null"]  # fmt: skip
+    missing = [folder for folder in ("train", "val") if not (Path(root) / folder).is_dir()]
+    return [f"experiments.{name}.data.root: '{root}' lacks {part}/ (ImageFolder layout)" for part in missing]
 
 
 def _ood_problems(name: str, ood: dict[str, Any]) -> list[str]:

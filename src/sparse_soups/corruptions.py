@@ -447,18 +447,6 @@ def read_corrupted(
     return tensor, torch.from_numpy(labels.astype(np.int64))
 
 
-def imagenet_c_folder(root: Path, name: str, severity: int, transform: Callable | None = None):
-    """ImageNet-C as distributed: `<root>/<corruption>/<severity>/<class>/*.JPEG`, via ImageFolder."""
-    import torchvision
-
-    folder = Path(root) / name / str(severity)
-    if not folder.is_dir():
-        raise FileNotFoundError(
-            f"{folder} not found (expected ImageNet-C's <corruption>/<severity>/<class>/)"
-        )
-    return torchvision.datasets.ImageFolder(str(folder), transform=transform)
-
-
 def subset_indices(n: int, subset: int | None, seed: int) -> np.ndarray:
     """A seeded, sorted choice of `subset` of `n` images (all of them for None or subset >= n).
 

@@ -4,6 +4,8 @@
 seeded validation split, and saves uint8 tensors in one small file. Training jobs load
 that file in a fraction of a second and keep every image in memory (on the GPU when
 training there); augmentation runs on whole batches, with no per-sample Python work.
+ImageNet is the exception: its prepared file is an index, and its splits stream JPEGs
+(`datasets/imagenet.py`) behind the same `batches` interface.
 """
 
 from __future__ import annotations
@@ -15,11 +17,15 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from .checkpoints import atomic_torch_save, load_torch_file
 from .config import DataSettings
+
+if TYPE_CHECKING:
+    from .datasets.imagenet import StreamedSplit
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 IDX_FILES = (
@@ -36,19 +42,6 @@ TORCHVISION_DATASETS = ("mnist", "cifar10", "cifar100")
 
 class DataNotFoundError(FileNotFoundError):
     """None of the places the raw files may come from has them."""
-
-
-class UnsupportedDatasetError(ValueError):
-    """A dataset the library can read but the workflow cannot train on yet."""
-
-
-IMAGENET_UNSUPPORTED = (
-    "data.dataset 'imagenet': the workflow keeps every split in memory (data.pt), which "
-    "ImageNet does not fit, and streamed training/evaluation from the ImageFolder directory "
-    "is not wired into the workflow's steps yet. The library streams it "
-    "(sparse_soups.datasets.imagenet_loader) and reads ImageNet-C "
-    "(sparse_soups.corruptions.imagenet_c_folder); a workflow run needs streamed steps first."
-)
 
 
 def _idx_file(directory: Path, name: str) -> Path | None:
@@ -105,8 +98,6 @@ def load_raw(settings: DataSettings) -> tuple[tuple[torch.Tensor, ...], str]:
     Order: `data.root` from the config, Debian's `dataset-fashion-mnist` package, then a
     download by torchvision into `data.download_root`.
     """
-    if settings.dataset == "imagenet":
-        raise UnsupportedDatasetError(IMAGENET_UNSUPPORTED)
     if settings.dataset in TORCHVISION_DATASETS:
         from .datasets import load_torchvision_dataset
 
@@ -156,7 +147,14 @@ def _with_channels(images: torch.Tensor) -> torch.Tensor:
 
 
 def prepare_dataset(settings: DataSettings, out: Path) -> dict[str, object]:
-    """Split off a seeded validation set and save everything as uint8 tensors."""
+    """Split off a seeded validation set and save everything as uint8 tensors (ImageNet:
+    the index of its files)."""
+    if settings.dataset == "imagenet":
+        from .datasets import imagenet
+
+        prepared = imagenet.prepare(settings)
+        atomic_torch_save(prepared, out)
+        return prepared
     (train_x, train_y, test_x, test_y), source = load_raw(settings)
     train_x, test_x = _with_channels(train_x), _with_channels(test_x)
     generator = torch.Generator().manual_seed(settings.split_seed)
@@ -185,37 +183,97 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
+    @property
+    def device(self) -> torch.device:
+        return self.images.device
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.images.shape[1:])
+
     def head(self, fraction: float) -> Split:
         n = max(1, round(fraction * len(self)))
         return Split(self.images[:n], self.labels[:n])
 
+    def batches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches in a random order when a generator is given, else in order."""
+        n = len(self)
+        if generator is None:
+            for start in range(0, n, batch_size):
+                yield self.images[start : start + batch_size], self.labels[start : start + batch_size]
+            return
+        order = torch.randperm(n, generator=generator).to(self.labels.device)
+        for start in range(0, n, batch_size):
+            index = order[start : start + batch_size]
+            yield self.images[index], self.labels[index]
+
 
 @dataclass
 class Dataset:
-    train: Split
-    val: Split
-    test: Split
+    train: Split | StreamedSplit
+    val: Split | StreamedSplit
+    test: Split | StreamedSplit
     num_classes: int
     pad_value: float  # a black pixel after normalization, for crop padding
     mean: float = 0.0  # of the training images scaled to [0, 1]: `normalize` uses them
     std: float = 1.0
 
     @property
+    def streamed(self) -> bool:
+        return not isinstance(self.train, Split)
+
+    @property
     def device(self) -> torch.device:
-        return self.train.images.device
+        return self.train.device
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self.test.input_shape
 
     @property
     def in_channels(self) -> int:
-        return self.train.images.shape[1]
+        return self.input_shape[0]
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, C, H, W) -> float as the splits were (e.g. corrupted test images)."""
         return ((images.float() / 255 - self.mean) / self.std).to(self.device)
 
+    def training_batches(
+        self, batch_size: int, generator: torch.Generator, augment: DataSettings
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """One epoch of shuffled, augmented batches; `generator` fixes order and augmentation."""
+        if self.streamed:  # RandomResizedCrop + flip, per image in the loader
+            yield from self.train.batches(batch_size, generator, augment=True)
+            return
+        for images, labels in self.train.batches(batch_size, generator):
+            images = augment_batch(
+                images, augment.crop_padding, augment.horizontal_flip, self.pad_value, generator,
+                rotation=augment.rotation_degrees,
+            )  # fmt: skip
+            yield images, labels
+
+    def corrupted_split(self, ood_dir: Path, name: str, severity: int) -> Split | StreamedSplit:
+        """One cell of the corrupted test set written by the `corrupt_test_set` step."""
+        if self.streamed:
+            from .datasets.imagenet import corrupted_split
+
+            return corrupted_split(ood_dir, name, severity, like=self.test)
+        from .corruptions import read_corrupted
+
+        images, labels = read_corrupted(Path(ood_dir), name, severity)
+        return Split(self.normalize(images), labels.to(self.device))
+
 
 def load_prepared(path: Path, settings: DataSettings, device: torch.device | str = "cpu") -> Dataset:
     """Load the prepared file, normalize with training statistics, move to `device`."""
     raw = load_torch_file(path, what="prepared dataset")
+    if raw.get("streamed"):
+        from .datasets import imagenet
+
+        return Dataset(**imagenet.splits(raw, settings, torch.device(device)), num_classes=raw["num_classes"],
+                       pad_value=0.0)  # fmt: skip
     train_images, train_labels = raw["train_images"], raw["train_labels"]
     if settings.train_subset is not None:  # the split is already shuffled: a prefix is random
         train_images, train_labels = (
@@ -283,15 +341,7 @@ def rotate_batch(
 
 
 def iterate_batches(
-    split: Split, batch_size: int, generator: torch.Generator | None = None
+    split: Split | StreamedSplit, batch_size: int, generator: torch.Generator | None = None
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Batches in a random order when a generator is given, else in order."""
-    n = len(split)
-    if generator is None:
-        for start in range(0, n, batch_size):
-            yield split.images[start : start + batch_size], split.labels[start : start + batch_size]
-        return
-    order = torch.randperm(n, generator=generator).to(split.labels.device)
-    for start in range(0, n, batch_size):
-        index = order[start : start + batch_size]
-        yield split.images[index], split.labels[index]
+    """Un-augmented batches (evaluation, BN recalibration), shuffled when a generator is given."""
+    return split.batches(batch_size, generator)

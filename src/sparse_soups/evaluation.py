@@ -2,8 +2,9 @@
 out-of-distribution accuracy, sparsity and theoretical FLOPs.
 
 Each split is forwarded once; accuracy, ECE and worst-class accuracy all come from the
-collected logits. OOD cells are read one at a time from the corrupted set's `.npy` files
-(memory-mapped), normalized like the test split, and forwarded at `eval_batch_size`.
+collected logits. OOD cells are read one at a time from the corrupted set (memory-mapped
+`.npy` files, or streamed ImageNet-C JPEGs), normalized like the test split, and forwarded
+at `eval_batch_size`.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import OodSettings
-from .corruptions import ood_corruptions, read_corrupted
+from .corruptions import ood_corruptions
 from .data import Dataset, Split, iterate_batches
 from .metrics import expected_calibration_error, theoretical_flops, worst_class_accuracy
 from .pruning import sparsity
@@ -89,9 +90,8 @@ def ood_metrics(
     for name in ood_corruptions(ood):
         table[name] = {}
         for severity in ood.severities:
-            images, labels = read_corrupted(Path(ood_dir), name, severity)
-            split = Split(dataset.normalize(images), labels.to(dataset.device))
-            table[name][str(severity)] = _accuracy(collect_logits(predict, split, batch_size), labels)
+            split = dataset.corrupted_split(Path(ood_dir), name, severity)
+            table[name][str(severity)] = _accuracy(collect_logits(predict, split, batch_size), split.labels)
     cells = [acc for row in table.values() for acc in row.values()]
     return {"ood": table, "ood_accuracy": sum(cells) / len(cells)}
 
@@ -99,7 +99,7 @@ def ood_metrics(
 def cost_metrics(model: nn.Module, dataset: Dataset) -> dict[str, Any]:
     """Measured sparsity and theoretical multiply-adds per image, sparse and dense."""
     global_sparsity, layer_sparsity = sparsity(model)
-    shape = tuple(dataset.test.images.shape[1:])
+    shape = dataset.input_shape
     flops = theoretical_flops(model, shape, sparse=True)
     dense_flops = theoretical_flops(model, shape, sparse=False)
     return {

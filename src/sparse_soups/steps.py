@@ -258,10 +258,15 @@ def soup(
 
 def corrupt_test_set(settings: Settings, data: Path, out: Path) -> dict[str, Any]:
     """The experiment's corrupted test set for OOD evaluation, in CIFAR-10-C's `.npy` layout
-    under the directory `out` (generated from the test split, or the official files subsampled)."""
+    under the directory `out` (generated from the test split, or the official files subsampled);
+    for streamed ImageNet, an index of ImageNet-C cells (official, or generated as JPEGs)."""
     from .corruptions import write_ood_set
 
     raw = load_torch_file(data, what="prepared dataset")
+    if raw.get("streamed"):
+        from .datasets.imagenet import write_ood_index
+
+        return write_ood_index(settings.ood, raw, settings.data.image_size, out)
     return write_ood_set(settings.ood, raw["test_images"], raw["test_labels"], out)
 
 

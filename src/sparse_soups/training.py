@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .config import ComputeSettings, DataSettings, PretrainSettings
-from .data import Dataset, augment_batch, iterate_batches
+from .data import Dataset
 from .pruning import Masks, apply_masks
 from .schedules import Schedule
 
@@ -93,11 +93,7 @@ def train(
     step, loss = 0, torch.tensor(0.0)
     for _ in range(epochs):
         correct = seen = 0
-        for images, labels in iterate_batches(dataset.train, optim.batch_size, generator):
-            images = augment_batch(
-                images, augment.crop_padding, augment.horizontal_flip, dataset.pad_value, generator,
-                rotation=augment.rotation_degrees,
-            )  # fmt: skip
+        for images, labels in dataset.training_batches(optim.batch_size, generator, augment):
             with autocast:
                 logits = forward(images.contiguous(memory_format=memory_format))
                 loss = nn.functional.cross_entropy(logits, labels)

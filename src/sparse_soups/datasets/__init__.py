@@ -3,7 +3,7 @@
 The small datasets are read by torchvision's own loaders (so the real file formats and
 checksums apply) and returned as uint8 tensors (N, C, H, W), the form `data.py` keeps in
 memory and augments batch-wise. ImageNet is too large for that: it is streamed from an
-ImageFolder directory through a DataLoader.
+ImageFolder directory through a DataLoader (`imagenet.py`).
 """
 
 from __future__ import annotations
@@ -133,57 +133,3 @@ def augment_for(
     """The paper's training augmentation for dataset `name` on a batch of normalized images."""
     padding, flip, degrees = AUGMENTATION[name]
     return augment_batch(images, padding, flip, pad_value, generator, rotation=degrees)
-
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def imagenet_transform(train: bool, crop: int = 224, resize: int = 256):
-    """RandomResizedCrop + flip for training; resize + centre crop for evaluation."""
-    from torchvision.transforms import v2
-
-    head = (
-        [v2.RandomResizedCrop(crop, antialias=True), v2.RandomHorizontalFlip()]
-        if train
-        else [v2.Resize(resize, antialias=True), v2.CenterCrop(crop)]
-    )
-    return v2.Compose(
-        [
-            v2.ToImage(),
-            *head,
-            v2.ToDtype(torch.float32, scale=True),
-            v2.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-
-
-def imagenet_loader(
-    root: Path,
-    split: str,
-    batch_size: int,
-    workers: int = 0,
-    seed: int = 0,
-    crop: int = 224,
-    resize: int = 256,
-) -> torch.utils.data.DataLoader:
-    """Stream `<root>/<split>/<class>/*.JPEG` (ImageFolder layout); shuffled for 'train'."""
-    import torchvision
-
-    folder = Path(root) / split
-    if not folder.is_dir():
-        raise DataNotFoundError(
-            f"{folder} not found (expected ImageNet as <root>/{{train,val}}/<class>/*.JPEG)"
-        )
-    train = split == "train"
-    dataset = torchvision.datasets.ImageFolder(str(folder), transform=imagenet_transform(train, crop, resize))
-    return torch.utils.data.DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=train,
-        num_workers=workers,
-        generator=torch.Generator().manual_seed(seed),
-        drop_last=False,
-        pin_memory=torch.cuda.is_available(),
-        persistent_workers=workers > 0,
-    )
