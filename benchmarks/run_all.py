@@ -23,7 +23,10 @@ from typing import Any
 
 import _common
 
-BENCHMARKS = ("training_throughput", "job_overhead", "dag_scale", "soup_costs", "checkpoint_sizes")
+BENCHMARKS = (
+    "training_throughput", "job_overhead", "dag_scale", "soup_costs", "checkpoint_sizes",
+    "imagenet_streaming",
+)  # fmt: skip
 ON_DEVICE = {"training_throughput", "soup_costs"}  # take --device
 
 
@@ -76,6 +79,11 @@ def headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
                 "of_naive": row["package_over_naive"],
             }
             for row in result["by_phase"]
+        }
+    if name == "imagenet_streaming":
+        return {
+            workers: {key: value if isinstance(value, float) else value["median"] for key, value in r.items()}
+            for workers, r in result["images_per_s"].items()
         }
     if name == "default_run":
         return {"wall_seconds": result["wall_seconds"], "snakemake_cores": result["snakemake_cores"]}

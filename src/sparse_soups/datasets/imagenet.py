@@ -174,10 +174,14 @@ class _Images(torch.utils.data.Dataset):
 
 
 def normalize(pixels: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (N, 3, H, W) -> float normalized with ImageNet's channel statistics, on `device`."""
-    mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
+    """uint8 (N, 3, H, W) -> float normalized with ImageNet's channel statistics, on `device`.
+
+    One multiply and one subtract in place ((x / 255 - mean) / std folded): on a CPU
+    without loader workers this runs in the training process, once per pixel."""
     std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-    return (pixels.to(device, non_blocking=True).float() / 255 - mean) / std
+    scale = 1 / (255 * std)
+    shift = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1) / std
+    return pixels.to(device, non_blocking=True).float().mul_(scale).sub_(shift)
 
 
 def splits(raw: dict[str, Any], settings: DataSettings, device: torch.device) -> dict[str, StreamedSplit]:
