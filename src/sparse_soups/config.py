@@ -206,9 +206,8 @@ def config_problems(config: dict[str, Any], schema_path: str | Path) -> list[str
         root = (experiment or {}).get("data", {}).get("root") if isinstance(experiment, dict) else None
         if isinstance(root, str) and not Path(root).is_dir():
             problems.append(f"experiments.{name}.data.root: directory '{root}' does not exist")
-        elif isinstance(experiment, dict):
-            problems += _imagenet_problems(name, experiment.get("data") or {})
         if isinstance(experiment, dict):
+            problems += _imagenet_problems(name, experiment.get("data") or {})
             problems += _soup_problems(name, experiment.get("soup") or {})
             problems += _ood_problems(name, experiment.get("ood") or {})
             if not any(p.startswith(f"experiments.{name}.") for p in problems):
@@ -236,6 +235,8 @@ def _imagenet_problems(name: str, data: dict[str, Any]) -> list[str]:
     if not isinstance(root, str):
         return [f"experiments.{name}.data.root: imagenet needs the directory holding train/ and val/ "
                 "(ImageFolder layout), got null"]  # fmt: skip
+    if not Path(root).is_dir():
+        return []  # named once, as a missing directory, by the caller
     missing = [folder for folder in ("train", "val") if not (Path(root) / folder).is_dir()]
     return [f"experiments.{name}.data.root: '{root}' lacks {part}/ (ImageFolder layout)" for part in missing]
 
