@@ -14,12 +14,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
-import yaml
-
 
 class SettingsError(ValueError):
     """A settings file or dict that does not describe a valid experiment."""
+
+
+def _expand_user(settings: object, *names: str) -> None:
+    """`~/data` means the home directory's data, wherever a job runs."""
+    for name in names:
+        value = getattr(settings, name)
+        if isinstance(value, str) and value.startswith("~"):
+            object.__setattr__(settings, name, str(Path(value).expanduser()))
 
 
 @dataclass(frozen=True)
@@ -35,6 +40,9 @@ class DataSettings:
     rotation_degrees: float = 0.0  # random rotation in [-d, d] (the paper's CIFAR-100: 15)
     image_size: int = 224  # streamed datasets (ImageNet): the crop fed to the model
     loader_workers: int = 0  # streamed datasets: DataLoader worker processes decoding JPEGs
+
+    def __post_init__(self) -> None:
+        _expand_user(self, "root", "download_root")
 
 
 @dataclass(frozen=True)
@@ -57,6 +65,9 @@ class OodSettings:
     severities: tuple[int, ...] = (1, 2, 3, 4, 5)
     test_subset: int | None = 1000  # test images per corruption and severity (None: all)
     seed: int = 0
+
+    def __post_init__(self) -> None:
+        _expand_user(self, "root")
 
 
 @dataclass(frozen=True)
@@ -192,39 +203,86 @@ def _build(cls: type, raw: dict[str, Any], path: str) -> Any:
 def config_problems(config: dict[str, Any], schema_path: str | Path) -> list[str]:
     """Every problem of a workflow config, one line each, naming the key and its value.
 
-    Checks the JSON schema (types, ranges, known names, no unknown keys) and that
-    paths which must exist do. Runs before any job, so a typo never costs a run.
+    Checks the JSON schema (types, ranges, known names, no unknown keys), then the rules
+    it cannot express, each only on sections whose types the schema has confirmed, so a
+    wrong type is named by the schema instead of crashing a later check. Runs before any
+    job, so a typo never costs a run.
     """
-    schema = yaml.safe_load(Path(schema_path).read_text())
-    validator = jsonschema.Draft202012Validator(schema)
-    problems = [
-        f"{error.json_path.removeprefix('$.')}: {error.message}"
-        for error in sorted(validator.iter_errors(config), key=lambda e: e.json_path)
-    ]
-    experiments = config.get("experiments") if isinstance(config, dict) else None
-    for name, experiment in (experiments or {}).items():
-        root = (experiment or {}).get("data", {}).get("root") if isinstance(experiment, dict) else None
-        if isinstance(root, str) and not Path(root).is_dir():
-            problems.append(f"experiments.{name}.data.root: directory '{root}' does not exist")
+    from . import validation  # torch-free checks
+
+    if not isinstance(config, dict):
+        return [f"config: expected a mapping with the key 'experiments', got {config!r}"]
+    problems: list[str] = []
+    experiments = config.get("experiments")
+    if isinstance(experiments, dict):
+        problems += validation.name_problems(experiments)
+        experiments = {str(name): value for name, value in experiments.items()}
+        config = {**config, "experiments": experiments}
+    errors = validation.schema_errors(config, schema_path)
+    problems += [message for _, message in errors]
+    for name, experiment in (experiments if isinstance(experiments, dict) else {}).items():
         if isinstance(experiment, dict):
-            problems += _imagenet_problems(name, experiment.get("data") or {})
-            problems += _soup_problems(name, experiment.get("soup") or {})
-            problems += _ood_problems(name, experiment.get("ood") or {})
-            if not any(p.startswith(f"experiments.{name}.") for p in problems):
-                problems += _gmp_problems(name, experiment)  # on valid values only
+            own = [path for path, _ in errors if path[:2] == ("experiments", name)]
+            dirty = {path[2] if len(path) > 2 else None for path in own}
+            problems += _experiment_problems(name, experiment, dirty)
     return problems
 
 
-def _gmp_problems(name: str, experiment: dict[str, Any]) -> list[str]:
-    """GMP's epochs and rewinding's epoch against pretraining's (skipped while the schema
-    still reports a wrong type, so each problem is named once)."""
-    from .gmp import problems  # gmp imports this module
+def _experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any]) -> list[str]:
+    """The cross-key checks of one experiment. Each runs only when the sections it reads
+    passed the schema (`dirty` holds those that did not); the checks on the whole
+    settings only when everything else holds, so each problem is named once."""
+    from . import validation
 
+    key = f"experiments.{name}"
+
+    def clean(*sections: str) -> bool:
+        return not dirty & set(sections)
+
+    found = []
+    if clean("data"):
+        found += _root_problems(name, experiment.get("data", {}))
+        found += _imagenet_problems(name, experiment.get("data", {}))
+    if clean("ood"):
+        found += _ood_problems(name, experiment.get("ood", {}))
+    if clean("soup"):
+        found += _soup_problems(name, experiment.get("soup", {}))
+    if clean("model"):
+        found += validation.model_problems(experiment.get("model", {}), key)
+    if clean("baselines", "prune"):
+        found += validation.lottery_pools_problems(experiment, key)
+    if dirty or found:
+        return found
+    return _settings_problems(name, experiment)
+
+
+def _root_problems(name: str, data: dict[str, Any]) -> list[str]:
+    root = data.get("root")
+    if isinstance(root, str) and not Path(root).expanduser().is_dir():
+        return [f"experiments.{name}.data.root: directory '{root}' does not exist"]
+    return []
+
+
+def _settings_problems(name: str, experiment: dict[str, Any]) -> list[str]:
+    """Checks on the typed settings: the size of the plan, GMP's and rewinding's epochs
+    against pretraining's, and the splits' sizes against what the experiment reads."""
+    from . import validation
+    from .gmp import problems as gmp_problems  # gmp imports this module
+
+    key = f"experiments.{name}"
     try:
         settings = Settings.from_dict({"name": name, **experiment})
-        return problems(settings, f"experiments.{name}")
-    except (SettingsError, TypeError, ValueError, KeyError):
-        return []
+    except SettingsError as error:  # the schema and the dataclasses disagree
+        return [f"{key}: {error}"]
+    soup, seeds = settings.soup, len(settings.seeds)
+    found = validation.size_problems(settings.prune.phases, soup.ingredients, len(soup.methods), seeds, key)
+    if found:
+        return found  # the checks below walk the phases
+    found += gmp_problems(settings, key)
+    total = validation.training_set_size(settings.data.dataset, settings.data.root)
+    if total is not None:
+        found += validation.split_problems(settings, total, key)
+    return found
 
 
 def _imagenet_problems(name: str, data: dict[str, Any]) -> list[str]:
@@ -235,9 +293,9 @@ def _imagenet_problems(name: str, data: dict[str, Any]) -> list[str]:
     if not isinstance(root, str):
         return [f"experiments.{name}.data.root: imagenet needs the directory holding train/ and val/ "
                 "(ImageFolder layout), got null"]  # fmt: skip
-    if not Path(root).is_dir():
+    if not Path(root).expanduser().is_dir():
         return []  # named once, as a missing directory, by the caller
-    missing = [folder for folder in ("train", "val") if not (Path(root) / folder).is_dir()]
+    missing = [folder for folder in ("train", "val") if not (Path(root).expanduser() / folder).is_dir()]
     return [f"experiments.{name}.data.root: '{root}' lacks {part}/ (ImageFolder layout)" for part in missing]
 
 
@@ -249,7 +307,7 @@ def _ood_problems(name: str, ood: dict[str, Any]) -> list[str]:
     if not isinstance(root, str):
         return [f"experiments.{name}.ood.root: source 'files' needs the directory of the official "
                 "CIFAR-10-C/100-C .npy files (or ImageNet-C), got null"]  # fmt: skip
-    if not Path(root).is_dir():
+    if not Path(root).expanduser().is_dir():
         return [f"experiments.{name}.ood.root: directory '{root}' does not exist"]
     return []
 

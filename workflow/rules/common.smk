@@ -6,14 +6,23 @@ import os
 
 from sparse_soups import layout
 from sparse_soups.config import Settings, config_problems
+from sparse_soups.validation import (
+    OVERRIDE_HINT,
+    config_file_problems,
+    typed_overrides,
+)
 from snakemake.exceptions import WorkflowError
-from snakemake.utils import validate
+from snakemake.utils import update_config, validate
 
-# Name every bad key at once, then let Snakemake's validate fill in the defaults.
+# `--config` values with their YAML types (Snakemake passes nested ones as strings);
+# then name every bad key at once, and let Snakemake's validate fill in the defaults.
+update_config(config, typed_overrides(dict(workflow.config_settings.config)))
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
-_problems = config_problems(config, SCHEMA)
+_problems = config_file_problems(workflow.configfiles) + config_problems(config, SCHEMA)
 if _problems:
-    raise WorkflowError("Invalid config:\n  " + "\n  ".join(_problems))
+    raise WorkflowError(
+        "Invalid config:\n  " + "\n  ".join(_problems) + "\n" + OVERRIDE_HINT
+    )
 validate(config, SCHEMA)
 
 EXPERIMENTS = {
