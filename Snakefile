@@ -34,3 +34,4 @@ rule all:
     default_target: True
     input:
         all_reports(),
+        all_results(),

@@ -28,6 +28,11 @@ class CheckpointError(RuntimeError):
     """A file that is missing, truncated, or not what the step expects."""
 
 
+class NonFiniteError(ValueError):
+    """NaN or infinity where a number is computed: averaging, scoring or writing it would
+    spread it silently into every later result."""
+
+
 def _write_bytes(path: str, data: bytes) -> None:
     with open(path, "wb") as handle:
         handle.write(data)
@@ -60,8 +65,25 @@ def atomic_torch_save(obj: Any, path: str | Path) -> None:
     atomic_write_bytes(path, buffer.getvalue())
 
 
+def non_finite_field(obj: Any, prefix: str = "") -> str | None:
+    """The dotted key of the first NaN or infinite number in nested dicts and lists."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return prefix or "value"
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list | tuple) else ()
+    for key, value in items:
+        found = non_finite_field(value, f"{prefix}.{key}" if prefix else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def write_json(obj: Any, path: str | Path) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+    """Refuses NaN and infinity: JSON has no such numbers, and a metric that is NaN
+    means something upstream broke, which must stop the run rather than reach a table."""
+    field = non_finite_field(obj)
+    if field is not None:
+        raise ValueError(f"refusing to write {path}: '{field}' is not a finite number")
+    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True, allow_nan=False) + "\n").encode())
 
 
 def sha256(path: str | Path) -> str:
@@ -95,6 +117,24 @@ def pack_sparse(weight: torch.Tensor, mask: torch.Tensor) -> dict[str, Any]:
     }
 
 
+def _packed_problem(packed: object) -> str | None:
+    """Why a `sparse` entry is not what `pack_sparse` writes, or None."""
+    if not isinstance(packed, dict):
+        return f"is a {type(packed).__name__}, not a packed weight"
+    shape, bits, values = packed.get("shape"), packed.get("mask_bits"), packed.get("values")
+    if not isinstance(shape, list | tuple) or not all(isinstance(n, int) and n >= 0 for n in shape):
+        return f"has shape {shape!r}"
+    if (
+        not isinstance(bits, torch.Tensor)
+        or bits.dtype != torch.uint8
+        or bits.numel() != -(-math.prod(shape) // 8)
+    ):
+        return "has no mask bits of its shape"
+    if not isinstance(values, torch.Tensor) or values.dim() != 1:
+        return "has no values"
+    return None
+
+
 def unpack_sparse(packed: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
     numel = math.prod(packed["shape"])
     bits = np.unpackbits(packed["mask_bits"].numpy(), count=numel).astype(bool)
@@ -117,6 +157,8 @@ class Checkpoint:
     meta: dict[str, Any]
 
     def save(self, path: str | Path) -> None:
+        """Refuses non-finite weights: a NaN soup must stop its job, not feed the next phase."""
+        _check_finite(self.state_dict, f"refusing to write {path}:")
         sparse = {name: pack_sparse(self.state_dict[name], mask) for name, mask in self.masks.items()}
         dense = {k: v.detach().cpu() for k, v in self.state_dict.items() if k not in self.masks}
         atomic_torch_save({"format": FORMAT, "dense": dense, "sparse": sparse, "meta": self.meta}, path)
@@ -127,6 +169,9 @@ class Checkpoint:
         if not isinstance(raw, dict) or raw.get("format") != FORMAT:
             found = raw.get("format") if isinstance(raw, dict) else type(raw).__name__
             raise CheckpointError(f"checkpoint {path} is not in format {FORMAT} (found {found!r})")
+        problem = _structure_problem(raw)
+        if problem is not None:
+            raise CheckpointError(f"checkpoint {path} is damaged: {problem}")
         try:
             state_dict, masks = dict(raw["dense"]), {}
             for name, packed in raw["sparse"].items():
@@ -135,4 +180,27 @@ class Checkpoint:
             raise CheckpointError(
                 f"checkpoint {path} is damaged ({type(error).__name__}: {error})"
             ) from error
+        _check_finite(state_dict, f"checkpoint {path}:")
         return cls(state_dict, masks, raw["meta"])
+
+
+def _structure_problem(raw: dict[str, Any]) -> str | None:
+    """What a loaded checkpoint lacks of the layout `Checkpoint.save` writes, or None."""
+    for part in ("dense", "sparse", "meta"):
+        if not isinstance(raw.get(part), dict):
+            return f"'{part}' is {'missing' if part not in raw else type(raw[part]).__name__}, not a dict"
+    for name, value in raw["dense"].items():
+        if not isinstance(value, torch.Tensor):
+            return f"dense entry '{name}' is a {type(value).__name__}, not a tensor"
+    for name, packed in raw["sparse"].items():
+        if (problem := _packed_problem(packed)) is not None:
+            return f"sparse entry '{name}' {problem}"
+    return None
+
+
+def _check_finite(state_dict: dict[str, torch.Tensor], what: str) -> None:
+    """Name the first tensor holding NaN or infinity (weights and BatchNorm statistics)."""
+    for name, tensor in state_dict.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            bad = int((~torch.isfinite(tensor)).sum())
+            raise CheckpointError(f"{what} '{name}' holds {bad} NaN or infinite value(s) of {tensor.numel()}")

@@ -127,7 +127,7 @@ def run(args: argparse.Namespace) -> None:
     make_reproducible(args.threads)
     device = pick_device(args.device)
     if args.command == "prepare-data":
-        prepare_dataset(settings.data, args.out)
+        prepare_dataset(settings.data, args.out, min_train=settings.pretrain.batch_size)
     elif args.command == "pretrain":
         steps.pretrain(settings, args.data, args.seed, args.out, device)
     elif args.command == "retrain":
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         SettingsError,
         CheckpointError,
         DataNotFoundError,
-        FileNotFoundError,
+        OSError,  # a missing, unreadable or unwritable file, or a full disk
         DivergenceError,
         ValueError,
     ) as error:

@@ -416,6 +416,14 @@ def _save_npy(path: Path, array: Array) -> Path:
     return path
 
 
+def _load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """np.load, naming the file when it is truncated, pickled or not .npy at all."""
+    try:
+        return np.load(path, mmap_mode=mmap_mode, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(f"{path} is not a readable .npy array ({type(error).__name__}: {error})") from error
+
+
 def read_corrupted(
     directory: Path, name: str, severity: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -429,8 +437,7 @@ def read_corrupted(
     for required in (path, labels_path):
         if not required.is_file():
             raise FileNotFoundError(f"{required} not found (expected a CIFAR-10-C style directory)")
-    images = np.load(path, mmap_mode="r")
-    labels = np.load(labels_path)
+    images, labels = _load_npy(path, mmap_mode="r"), _load_npy(labels_path)
     if images.ndim == 3:  # (5N, H, W) grayscale
         images = images[..., None]
     if images.ndim != 4 or images.dtype != np.uint8 or len(images) != len(labels) or len(images) % 5:
@@ -510,13 +517,13 @@ def _copy_official_subset(
         raise FileNotFoundError(
             f"ood.root {root} lacks {', '.join(missing)} (expected CIFAR-10-C/100-C files)"
         )
-    labels = np.load(root / "labels.npy")
+    labels = _load_npy(root / "labels.npy")
     n = len(labels) // len(SEVERITIES)
     channels, height, width = image_shape
     index = subset_indices(n, ood.test_subset, ood.seed)
     blocks = np.concatenate([index + s * n for s in range(len(SEVERITIES))])
     for name in names:
-        images = np.load(root / f"{name}.npy", mmap_mode="r")
+        images = _load_npy(root / f"{name}.npy", mmap_mode="r")
         expected = (len(labels), height, width, channels)
         allowed = (expected, expected[:3]) if channels == 1 else (expected,)  # gray sets may omit C
         if images.dtype != np.uint8 or images.shape not in allowed:

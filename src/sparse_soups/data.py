@@ -146,13 +146,15 @@ def _with_channels(images: torch.Tensor) -> torch.Tensor:
     return images.unsqueeze(1) if images.ndim == 3 else images
 
 
-def prepare_dataset(settings: DataSettings, out: Path) -> dict[str, object]:
+def prepare_dataset(settings: DataSettings, out: Path, min_train: int = 1) -> dict[str, object]:
     """Split off a seeded validation set and save everything as uint8 tensors (ImageNet:
-    the index of its files)."""
+    the index of its files). Refuses splits without a validation image or with fewer
+    than `min_train` (a batch) training images, naming the keys, before anything trains."""
     if settings.dataset == "imagenet":
         from .datasets import imagenet
 
         prepared = imagenet.prepare(settings)
+        _check_split(prepared, settings, min_train)
         atomic_torch_save(prepared, out)
         return prepared
     (train_x, train_y, test_x, test_y), source = load_raw(settings)
@@ -171,8 +173,27 @@ def prepare_dataset(settings: DataSettings, out: Path) -> dict[str, object]:
         "num_classes": int(train_y.max()) + 1,
         "source": source,
     }
+    _check_split(prepared, settings, min_train)
     atomic_torch_save(prepared, out)
     return prepared
+
+
+def _check_split(prepared: dict[str, object], settings: DataSettings, min_train: int) -> None:
+    n_val, n_all = len(prepared["val_labels"]), len(prepared["train_labels"])
+    n_train = n_all if settings.train_subset is None else min(settings.train_subset, n_all)
+    if n_val < 1:
+        raise DataError(
+            f"data.validation_fraction: {settings.validation_fraction} of {n_all + n_val} training images "
+            "leaves no validation image (every evaluation, greedy soups and Lottery Pools need them)"
+        )
+    if n_train < min_train:
+        fraction = settings.validation_fraction
+        cause = (
+            f"data.train_subset: {settings.train_subset}"
+            if n_train < n_all
+            else f"data.validation_fraction: {fraction} leaves {n_train} of {n_all + n_val}"
+        )
+        raise DataError(f"{cause} training images, fewer than one batch (pretrain.batch_size {min_train})")
 
 
 @dataclass

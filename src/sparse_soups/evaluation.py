@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from .checkpoints import NonFiniteError
 from .config import OodSettings
 from .corruptions import ood_corruptions
 from .data import Dataset, Split, iterate_batches
@@ -45,9 +46,16 @@ def ensemble_predict(models: Sequence[nn.Module]) -> Predict:
 
 @torch.no_grad()
 def collect_logits(predict: Predict, split: Split, batch_size: int) -> torch.Tensor:
-    """Outputs for the whole split in order, on the CPU in float32."""
+    """Outputs for the whole split in order, on the CPU in float32; NaN outputs stop here,
+    since accuracy would count them as wrong answers and ECE would become NaN."""
     outputs = [predict(images).float().cpu() for images, _ in iterate_batches(split, batch_size)]
-    return torch.cat(outputs)
+    if not outputs:
+        raise ValueError("the split to evaluate holds no images (see data.validation_fraction)")
+    logits = torch.cat(outputs)
+    if bool(logits.isnan().any()):  # -inf is fine: an ensemble's log of a zero probability
+        bad = int(logits.isnan().any(1).sum())
+        raise NonFiniteError(f"the model's outputs are NaN for {bad} of {len(logits)} images")
+    return logits
 
 
 def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
+from .checkpoints import NonFiniteError
 from .data import Split, iterate_batches
 from .pruning import Masks, masks_equal
 
@@ -23,7 +24,8 @@ class MaskMismatchError(ValueError):
 
 
 def average_state_dicts(states: Sequence[StateDict], masks: Sequence[Masks]) -> StateDict:
-    """Uniform mean of every floating-point entry; refuses ingredients whose masks differ.
+    """Uniform mean of every floating-point entry; refuses ingredients whose masks differ
+    or that hold non-finite values.
 
     Integer entries (BatchNorm's batch counters) are taken from the first ingredient;
     they are reset by recalibration anyway.
@@ -43,6 +45,9 @@ def average_state_dicts(states: Sequence[StateDict], masks: Sequence[Masks]) -> 
     averaged = {}
     for key, first in states[0].items():
         if first.is_floating_point():
+            for index, state in enumerate(states):
+                if not bool(torch.isfinite(state[key]).all()):
+                    raise NonFiniteError(f"ingredient {index} holds NaN or infinite values in '{key}'")
             averaged[key] = torch.stack([state[key] for state in states]).mean(0)
         else:
             averaged[key] = first.clone()

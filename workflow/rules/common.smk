@@ -3,6 +3,8 @@
 import copy
 
 import os
+import re
+from types import SimpleNamespace
 
 from sparse_soups import layout
 from sparse_soups.config import Settings, config_problems
@@ -150,6 +152,49 @@ def all_reports() -> list[str]:
     ]
 
 
+def all_results() -> list[str]:
+    """Every model and metrics file of every run, and each experiment's settings and data:
+    targets of `all` beside the reports, so a plain `snakemake` rebuilds any of them that
+    went missing (Snakemake skips a missing file that nothing out of date needs)."""
+    files = []
+    for name, settings in EXPERIMENTS.items():
+        metrics = experiment_metrics(SimpleNamespace(experiment=name))
+        files += [f"results/{name}/settings.json", f"results/{name}/data.pt", *metrics]
+        files += [
+            path.removesuffix(layout.METRICS_FILE) + layout.MODEL_FILE
+            for path in metrics
+            if f"/{layout.ENSEMBLE}/" not in path
+        ]
+        for seed in settings.seeds:
+            files += intermediate_models(name, settings, seed, metrics)
+    return list(dict.fromkeys(files))
+
+
+def intermediate_models(name: str, settings: Settings, seed: int, metrics) -> list[str]:
+    """Models no metrics file describes: what soups, Lottery Pools, GMP + SMS and
+    rewinding start from (e.g. soup-at-end's IMP retrains, GMP + SMS's rounds)."""
+    run = SimpleNamespace(experiment=name, seed=seed)
+    prefix = layout.run_dir(name, seed) + "/"
+    files = []
+    for path in metrics:
+        soup = re.fullmatch(r"(\w+)/phase(\d+)/soup/metrics\.json", path.removeprefix(prefix))
+        if path.startswith(prefix) and soup:
+            files += soup_ingredients(SimpleNamespace(**vars(run), soup=soup[1], phase=soup[2]))
+    baselines, phases = settings.baselines, settings.prune.phases
+    if baselines.lottery_pools != "none" and phases > 1:
+        files += imp_tickets(run)
+    sms = layout.target_phases(baselines.gmp_sms, phases)
+    for phase in sorted({*sms, *layout.target_phases(baselines.gmp, phases)}):
+        files.append(run_path(run, layout.gmp_prefix_dir(phase)))
+    rounds = gmp_rounds_of(run)
+    for phase, round_index in ((p, r) for p in sms for r in range(1, rounds + 1)):
+        files += gmp_sms_copies(SimpleNamespace(**vars(run), phase=phase, round=round_index))
+        files.append(run_path(run, layout.gmp_sms_round_dir(phase, round_index, rounds)))
+    if baselines.imp_rewind or baselines.lottery_pools_tickets == layout.IMP_REWIND:
+        files.append(run_path(run, layout.REWIND))
+    return files
+
+
 REPORT_DIR = "results/{experiment}/report"
 REPORT_SECTIONS = {
     "main": "Accuracy",
@@ -161,7 +206,8 @@ REPORT_SECTIONS = {
 
 def report_outputs(part: str) -> dict:
     """A report part's files as named outputs; the HTML table and PNG figure of each item
-    go into `snakemake --report`, with the caption `workflow/report/{stem}.rst`."""
+    go into `snakemake --report`, with the caption `workflow/report/{stem}.rst`. Like every
+    output, they are flagged `update`: a failed rerun restores the previous files."""
     from sparse_soups.reporting.parts import FIGURE_FORMATS, PARTS, TABLE_FORMATS
 
     tables, figures = PARTS[part]
@@ -183,7 +229,7 @@ def report_outputs(part: str) -> dict:
                     },
                 )
             outputs[f"{stem}_{fmt}"] = path
-    return outputs
+    return {name: update(path) for name, path in outputs.items()}
 
 
 def experiment_summary(wildcards) -> str:

@@ -6,8 +6,8 @@ rule settings:
     that experiment's jobs and no others.
     """
     output:
-        settings="results/{experiment}/settings.json",
-        provenance="results/{experiment}/provenance.json",
+        settings=update("results/{experiment}/settings.json"),
+        provenance=update("results/{experiment}/provenance.json"),
     log:
         "results/{experiment}/logs/settings.log",
     localrule: True
@@ -26,7 +26,7 @@ rule prepare_data:
     input:
         settings="results/{experiment}/settings.json",
     output:
-        "results/{experiment}/data.pt",
+        update("results/{experiment}/data.pt"),
     log:
         "results/{experiment}/logs/prepare_data.log",
     benchmark:

@@ -6,7 +6,7 @@ rule evaluate:
         checkpoint=f"{RUN}/{{model_dir}}/model.pt",
         ood=ood_input,
     output:
-        f"{RUN}/{{model_dir}}/metrics.json",
+        update(f"{RUN}/{{model_dir}}/metrics.json"),
     log:
         f"{RUN}/logs/evaluate/{{model_dir}}.log",
     benchmark:

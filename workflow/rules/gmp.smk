@@ -14,8 +14,8 @@ rule gmp:
         settings="results/{experiment}/settings.json",
         data="results/{experiment}/data.pt",
     output:
-        model=f"{RUN}/gmp/phase{{phase}}/model.pt",
-        prefix=f"{RUN}/gmp/phase{{phase}}/dense_prefix/model.pt",
+        model=update(f"{RUN}/gmp/phase{{phase}}/model.pt"),
+        prefix=update(f"{RUN}/gmp/phase{{phase}}/dense_prefix/model.pt"),
     log:
         f"{RUN}/logs/gmp_phase{{phase}}.log",
     benchmark:
@@ -40,7 +40,9 @@ rule gmp_sms_ingredient:
         data="results/{experiment}/data.pt",
         parent=gmp_sms_parent,
     output:
-        f"{RUN}/gmp_sms/phase{{phase}}/round{{round}}/ingredient{{index}}/model.pt",
+        update(
+            f"{RUN}/gmp_sms/phase{{phase}}/round{{round}}/ingredient{{index}}/model.pt"
+        ),
     log:
         f"{RUN}/logs/gmp_sms_phase{{phase}}_round{{round}}_ingredient{{index}}.log",
     benchmark:
@@ -67,7 +69,7 @@ rule gmp_sms_round:
         data="results/{experiment}/data.pt",
         ingredients=gmp_sms_copies,
     output:
-        f"{RUN}/gmp_sms/phase{{phase}}/round{{round}}/soup/model.pt",
+        update(f"{RUN}/gmp_sms/phase{{phase}}/round{{round}}/soup/model.pt"),
     log:
         f"{RUN}/logs/gmp_sms_phase{{phase}}_round{{round}}_soup.log",
     benchmark:
@@ -92,7 +94,7 @@ rule gmp_sms:
         data="results/{experiment}/data.pt",
         ingredients=gmp_sms_last_copies,
     output:
-        f"{RUN}/gmp_sms/phase{{phase}}/model.pt",
+        update(f"{RUN}/gmp_sms/phase{{phase}}/model.pt"),
     log:
         f"{RUN}/logs/gmp_sms_phase{{phase}}.log",
     benchmark:

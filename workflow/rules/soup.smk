@@ -8,7 +8,7 @@ rule soup:
         data="results/{experiment}/data.pt",
         ingredients=soup_ingredients,
     output:
-        f"{RUN}/{{soup}}/phase{{phase}}/soup/model.pt",
+        update(f"{RUN}/{{soup}}/phase{{phase}}/soup/model.pt"),
     log:
         f"{RUN}/logs/soup_{{soup}}_phase{{phase}}.log",
     benchmark:
@@ -41,7 +41,7 @@ rule ensemble:
         ingredients=ensemble_ingredients,
         ood=ood_input,
     output:
-        f"{RUN}/ensemble/phase{{phase}}/metrics.json",
+        update(f"{RUN}/ensemble/phase{{phase}}/metrics.json"),
     log:
         f"{RUN}/logs/ensemble_phase{{phase}}.log",
     benchmark:
@@ -69,7 +69,7 @@ rule lottery_pools:
         data="results/{experiment}/data.pt",
         tickets=imp_tickets,
     output:
-        f"{RUN}/lottery_pools_{{variant}}/phase{{phase}}/model.pt",
+        update(f"{RUN}/lottery_pools_{{variant}}/phase{{phase}}/model.pt"),
     log:
         f"{RUN}/logs/lottery_pools_{{variant}}_phase{{phase}}.log",
     benchmark:

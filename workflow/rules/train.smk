@@ -4,7 +4,7 @@ rule pretrain:
         settings="results/{experiment}/settings.json",
         data="results/{experiment}/data.pt",
     output:
-        f"{RUN}/dense/model.pt",
+        update(f"{RUN}/dense/model.pt"),
     log:
         f"{RUN}/logs/pretrain.log",
     benchmark:
@@ -32,7 +32,7 @@ rule retrain:
         data="results/{experiment}/data.pt",
         parent=retrain_parent,
     output:
-        f"{RUN}/{{lineage}}/phase{{phase}}/ingredient{{index}}/model.pt",
+        update(f"{RUN}/{{lineage}}/phase{{phase}}/ingredient{{index}}/model.pt"),
     log:
         f"{RUN}/logs/retrain_{{lineage}}_phase{{phase}}_ingredient{{index}}.log",
     benchmark:
@@ -59,7 +59,7 @@ rule rewind_point:
         settings="results/{experiment}/settings.json",
         data="results/{experiment}/data.pt",
     output:
-        f"{RUN}/rewind/model.pt",
+        update(f"{RUN}/rewind/model.pt"),
     log:
         f"{RUN}/logs/rewind_point.log",
     benchmark:
@@ -88,7 +88,7 @@ rule imp_rewind:
         ),
         rewind=f"{RUN}/rewind/model.pt",
     output:
-        f"{RUN}/imp_rewind/phase{{phase}}/ingredient0/model.pt",
+        update(f"{RUN}/imp_rewind/phase{{phase}}/ingredient0/model.pt"),
     log:
         f"{RUN}/logs/imp_rewind_phase{{phase}}.log",
     benchmark:

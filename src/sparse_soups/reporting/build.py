@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -76,7 +78,13 @@ def write_report(
         raise ValueError(f"unknown report parts {unknown} (known: {', '.join(PARTS)})")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths: dict[str, Path] = {}
-    for part in chosen:
-        paths |= _WRITERS[part](results, ingredients, out_dir)
+    # Staged beside out_dir and moved in only once every file is written, so a failure
+    # part-way leaves the previous report whole.
+    with tempfile.TemporaryDirectory(prefix=".report-staging-", dir=out_dir.parent) as staging:
+        staged: dict[str, Path] = {}
+        for part in chosen:
+            staged |= _WRITERS[part](results, ingredients, Path(staging))
+        paths = {name: out_dir / path.name for name, path in staged.items()}
+        for name, path in staged.items():
+            os.replace(path, paths[name])
     return paths

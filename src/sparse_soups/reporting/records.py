@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -31,16 +32,26 @@ REQUIRED_FIELDS = (
 
 
 def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
-    """Read metrics files, refusing incomplete ones and ones whose checkpoint changed since."""
-    records = []
+    """Read metrics files, refusing damaged or incomplete ones, ones whose checkpoint
+    changed since, and two files describing one model: each error names the file."""
+    records, seen = [], {}
     for path in map(Path, paths):
         try:
             record = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as error:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
             raise ValueError(f"cannot read metrics file {path}: {error}") from error
+        if not isinstance(record, dict):
+            raise ValueError(f"metrics file {path} holds a JSON {type(record).__name__}, not an object")
         missing = [field for field in REQUIRED_FIELDS if field not in record]
         if missing:
             raise ValueError(f"metrics file {path} lacks the fields {missing}")
+        problem = record_problem(record)
+        if problem is not None:
+            raise ValueError(f"metrics file {path}: {problem}")
+        identity = (record["experiment"], record["seed"], record["model_dir"])
+        if identity in seen:
+            raise ValueError(f"metrics files {seen[identity]} and {path} both describe {identity}")
+        seen[identity] = path
         checkpoint = path.with_name(layout.MODEL_FILE)
         if checkpoint.exists() and sha256(checkpoint) != record["checkpoint_sha256"]:
             raise ValueError(
@@ -49,6 +60,52 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
             )
         records.append(record)
     return records
+
+
+_MODEL_DIR = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")
+
+
+def _is_fraction(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and 0 <= value <= 1
+
+
+def record_problem(record: dict) -> str | None:
+    """The first field of a metrics record with a wrong type or value, or None: a NaN
+    accuracy or a string phase would otherwise surface as a pandas error, far from its file."""
+    for field, kind in (("experiment", str), ("kind", str), ("model_dir", str)):
+        if not isinstance(record[field], kind) or not record[field]:
+            return f"'{field}' is {record[field]!r}, not a non-empty string"
+    for field in ("seed", "phase"):
+        value = record[field]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            return f"'{field}' is {value!r}, not a whole number >= 0"
+    if not _MODEL_DIR.fullmatch(record["model_dir"]):
+        return f"'model_dir' {record['model_dir']!r} is not a directory inside the run"
+    for field in ("test_accuracy", "validation_accuracy", "sparsity"):
+        if not _is_fraction(record[field]):
+            return f"'{field}' is {record[field]!r}, not a number in [0, 1]"
+    for field in METRICS:
+        value = record.get(field)
+        if value is not None and not (isinstance(value, int | float) and not isinstance(value, bool)):
+            return f"'{field}' is {value!r}, not a number or null"
+        if isinstance(value, float) and not math.isfinite(value):
+            return f"'{field}' is {value!r}, not a finite number"
+    checksum = record["checkpoint_sha256"]
+    if checksum is not None and not isinstance(checksum, str):
+        return f"'checkpoint_sha256' is {checksum!r}, not a string or null"
+    return _ood_problem(record.get("ood"))
+
+
+def _ood_problem(ood: object) -> str | None:
+    if ood is None:
+        return None
+    if not isinstance(ood, dict) or not all(isinstance(row, dict) for row in ood.values()):
+        return f"'ood' is {ood!r}, not a table of corruption -> severity -> accuracy"
+    for corruption, row in ood.items():
+        for severity, accuracy in row.items():
+            if not _is_fraction(accuracy) or not str(severity).isdigit():
+                return f"'ood.{corruption}.{severity}' is {accuracy!r}, not an accuracy in [0, 1]"
+    return None
 
 
 def _number(value: object) -> float:

@@ -192,7 +192,7 @@ def to_html(table: Table) -> str:
         {"selector": "td", "props": "text-align: right;"},
         {"selector": "caption", "props": "caption-side: top; text-align: left; padding-bottom: 6px;"},
     ])  # fmt: skip
-    return styler.to_html(doctype_html=True)
+    return styler.set_uuid(table.stem).to_html(doctype_html=True)  # pandas' default id is random
 
 
 def write_table(table: Table, out_dir: Path) -> dict[str, Path]:
