@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from pathlib import Path
 
@@ -9,7 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from sparse_soups import layout, steps
+from sparse_soups import layout, plan, recipes, steps
 from sparse_soups.checkpoints import Checkpoint
 from sparse_soups.config import PretrainSettings, RetrainSettings, Settings, config_problems
 from sparse_soups.data import Split
@@ -107,13 +108,81 @@ def test_ingredient_recipes_vary_one_axis_and_inherit_the_rest() -> None:
     settings = Settings.from_dict(
         {"pretrain": {"weight_decay": 1e-3}, "soup": {"ingredients": 2, "vary": "lr", "values": [0.05, 0.2]}}
     )
-    first, second = (steps.ingredient_recipe(settings, "uniform", i) for i in range(2))
+    first, second = (recipes.retrain_recipe(settings, "uniform", i) for i in range(2))
     assert (first.lr, second.lr) == (0.05, 0.2)
     assert first.weight_decay == second.weight_decay == 1e-3  # carried from pretraining
     assert first.seed_index == second.seed_index == 0  # only the LR differs
     by_seed = Settings.from_dict({"soup": {"ingredients": 3}})
-    assert [steps.ingredient_recipe(by_seed, "uniform", i).seed_index for i in range(3)] == [0, 1, 2]
-    assert steps.ingredient_recipe(by_seed, layout.IMP_BUDGET, 0).epochs == 3 * by_seed.retrain.epochs
+    assert [recipes.retrain_recipe(by_seed, "uniform", i).seed_index for i in range(3)] == [0, 1, 2]
+
+
+AXES = {
+    "seed": [],
+    "weight_decay": [1e-4, 5e-4, 1e-3],
+    "lr": [0.05, 0.1, 0.2],
+    "epochs": [1, 2, 5],
+    "schedule": ["clr", "llr", "ft"],
+}
+
+
+@pytest.mark.parametrize("axis", list(AXES))
+def test_imp_recipes_ignore_the_varied_axis(axis: str) -> None:
+    """IMP and IMP (m x budget) use the experiment's own hyperparameters, whatever the
+    ingredients vary; with vary: epochs, m x budget is still m times retrain.epochs."""
+    base = {"pretrain": {"weight_decay": 2e-4, "lr": 0.08}, "retrain": {"epochs": 3, "schedule": "slr"}}
+    plain = Settings.from_dict({**base, "soup": {"ingredients": 3}})
+    varied = Settings.from_dict({**base, "soup": {"ingredients": 3, "vary": axis, "values": AXES[axis]}})
+    expected = recipes.Recipe(weight_decay=2e-4, lr=0.08, epochs=3, schedule="slr", seed_index=0)
+    assert recipes.retrain_recipe(varied, layout.IMP, 0) == expected
+    # soup-at-end's extra retrains of IMP's last phase vary like the ingredients
+    assert recipes.retrain_recipe(varied, layout.IMP, 2) == recipes.retrain_recipe(varied, "uniform", 2)
+    assert recipes.retrain_recipe(varied, layout.IMP_BUDGET, 0) == dataclasses.replace(expected, epochs=9)
+    for lineage in (layout.IMP, layout.IMP_BUDGET):
+        assert recipes.retrain_recipe(varied, lineage, 0) == recipes.retrain_recipe(plain, lineage, 0)
+    if axis != "seed":  # the ingredients do take the axis' values
+        taken = [getattr(recipes.retrain_recipe(varied, "uniform", i), axis) for i in range(3)]
+        assert taken == AXES[axis]
+    # IMP shares ingredient 0's phase-1 retrain only when their recipes agree
+    assert recipes.imp_shares_phase1(varied) == (axis == "seed")
+    dirs = plan.experiment_model_dirs(varied)
+    own = "imp/phase1/ingredient0"
+    assert (own in dirs) == (axis != "seed")
+
+
+def test_imp_shares_phase1_when_ingredient_0_has_its_recipe() -> None:
+    same = Settings.from_dict(
+        {
+            "pretrain": {"weight_decay": 5e-4},
+            "soup": {"ingredients": 2, "vary": "weight_decay", "values": [5e-4, 1e-3]},
+        }
+    )
+    assert recipes.imp_shares_phase1(same)
+    assert "imp/phase1/ingredient0" not in plan.experiment_model_dirs(same)
+    assert "dense/phase1/ingredient0" in plan.experiment_model_dirs(same)
+
+
+def test_ablation_chains_start_each_phase_from_their_own_soup() -> None:
+    settings = Settings.from_dict(
+        {"prune": {"phases": 3}, "soup": {"ingredients": 4, "methods": ["uniform"], "ablation_m": [2, 3, 4]}}
+    )
+    dirs = plan.experiment_model_dirs(settings)
+    assert "uniform_m4/phase1/soup" not in dirs  # k = m is SMS uniform itself
+    for k in (2, 3):
+        chain = layout.ablation_chain(k)
+        assert layout.soup_recipe(chain, 1, 4) == (
+            "uniform",
+            [f"dense/phase1/ingredient{i}" for i in range(k)],
+        )
+        assert layout.soup_recipe(chain, 2, 4) == (
+            "uniform",
+            [f"{chain}/phase2/ingredient{i}" for i in range(k)],
+        )
+        assert layout.retrain_parent_dir(chain, 2) == f"{chain}/phase1/soup"
+        assert layout.retrain_parent_dir(chain, 3) == f"{chain}/phase2/soup"
+        assert f"{chain}/phase3/ingredient{k - 1}" in dirs and f"{chain}/phase3/ingredient{k}" not in dirs
+        assert f"{chain}/phase3/soup" in dirs
+    # the ablation chains' phase-2 ingredients are k of their own, not the m chain's
+    assert layout.retrain_parent_dir("uniform", 2) == "uniform/phase1/soup"
 
 
 def test_axis_values_must_match_the_ingredients_and_their_type(tmp_path: Path) -> None:
@@ -186,6 +255,8 @@ def test_soup_recipes_for_subsets_and_soup_at_end() -> None:
     method, dirs = layout.soup_recipe(layout.SOUP_AT_END, 3, 2)
     assert method == "uniform" and dirs == ["imp/phase3/ingredient0", "imp/phase3/ingredient1"]
     assert layout.retrain_parent_dir(layout.IMP_BUDGET, 1) == layout.DENSE
+    assert layout.retrain_parent_dir(layout.IMP, 2, imp_shared=False) == "imp/phase1/ingredient0"
+    assert layout.retrain_parent_dir(layout.IMP, 2) == "dense/phase1/ingredient0"
     assert layout.retrain_parent_dir(layout.IMP_BUDGET, 2) == "imp_budget/phase1/ingredient0"
 
 

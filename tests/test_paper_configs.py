@@ -38,7 +38,7 @@ def _local_config(name: str, directory: Path) -> dict:
 def test_the_paper_settings_are_all_shipped() -> None:
     assert {
         "cifar10_resnet18.yaml",
-        "cifar100_wrn28x10.yaml",
+        "cifar100_wrn22x10.yaml",
         "imagenet_resnet50.yaml",
         "mnist_mlp.yaml",
     } <= set(PAPER_CONFIGS)

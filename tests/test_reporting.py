@@ -39,6 +39,12 @@ def _models() -> dict[str, tuple[str, str | None, int, int | None]]:
             models.update({layout.ingredient_dir(chain, p, i): ("ingredient", None, p, i) for i in range(M)})
             models[layout.chain_model_dir(chain, p)] = ("soup", chain, p, None)
         models[layout.soup_dir(layout.subset_soup(2), p)] = ("soup", "uniform_k2", p, None)
+        ablation = layout.ablation_chain(2)  # SMS uniform with 2 of the M = 3 ingredients
+        if p > 1:
+            models.update(
+                {layout.ingredient_dir(ablation, p, i): ("ingredient", None, p, i) for i in range(2)}
+            )
+        models[layout.chain_model_dir(ablation, p)] = ("soup", ablation, p, None)
         models[layout.lottery_pools_dir("interp", p)] = ("soup", None, p, None)
         models[layout.ensemble_dir(p)] = ("ensemble", None, p, None)
     models[layout.soup_dir(layout.SOUP_AT_END, PHASES)] = ("soup", "soup_at_end", PHASES, None)
@@ -54,6 +60,7 @@ def _record(experiment: str, seed: int, model_dir: str, rng: np.random.Generator
         "layer_sparsity": {"conv": 0.5}, "test_accuracy": float(rng.uniform(0.8, 0.9)),
         "validation_accuracy": float(rng.uniform(0.8, 0.9)), "checkpoint_sha256": "0" * 64,
         "ece": float(rng.uniform(0.01, 0.1)), "worst_class_accuracy": float(rng.uniform(0.5, 0.7)),
+        "mce": float(rng.uniform(0.1, 0.3)), "budget_epochs": 3 if kind == "soup" else 1,
         "flops": 1000, "dense_flops": 2000, "speedup": 2.0,
         "ood": ood, "ood_accuracy": statistics.fmean(v for sev in ood.values() for v in sev.values()),
     }  # fmt: skip
@@ -121,10 +128,11 @@ def test_main_table_cells_are_mean_and_std_over_seeds(report) -> None:
     )
     assert list(wide.index) == [
         "Dense", "IMP", "IMP (rewind)", "IMP (m x budget)", "Best ingredient (SMS uniform)",
-        "Mean ingredient (SMS uniform)", "SMS uniform", "SMS uniform (2 of m)",
-        "Best ingredient (SMS greedy)", "Mean ingredient (SMS greedy)", "SMS greedy", "GMP",
-        "GMP + SMS", "Soup at end (IMP, last phase)", "Lottery Pools (interp)",
-        "Prediction ensemble (not sparse)",
+        "Best ingredient by test (oracle) (SMS uniform)", "Mean ingredient (SMS uniform)", "SMS uniform",
+        "Subset soup (first 2 of m, uniform chain)", "Best ingredient (SMS greedy)",
+        "Best ingredient by test (oracle) (SMS greedy)", "Mean ingredient (SMS greedy)", "SMS greedy",
+        "SMS uniform (m = 2)", "GMP", "GMP + SMS", "Soup at end (IMP, last phase)",
+        "Lottery Pools (interp)", "Prediction ensemble (not sparse)",
     ]  # fmt: skip
     assert np.isnan(wide.loc["Soup at end (IMP, last phase)", "phase1_test_accuracy"])
 
@@ -144,7 +152,7 @@ def test_best_per_column_is_bold_in_markdown_and_latex(report) -> None:
     assert best in bold_rows
     assert f"{len(seeds)} seed(s)" in markdown and ("mean ± std" in markdown) == (len(seeds) > 1)
     latex = (out / "table.tex").read_text()
-    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrr}"):
+    for rule in (r"\toprule", r"\midrule", r"\bottomrule", r"\begin{tabular}{lrrrr}"):
         assert rule in latex
     best_line = next(line for line in latex.splitlines() if line.startswith(best.replace("&", r"\&") + " &"))
     cell = f"{100 * wide.loc[best, 'phase2_test_accuracy']:.2f}"
@@ -155,7 +163,7 @@ def test_best_per_column_is_bold_in_markdown_and_latex(report) -> None:
     ece = pd.read_csv(out / "ece.csv").set_index("method")
     lowest = _best(ece, "phase1_ece", lowest=True)
     ece_line = next(line for line in (out / "ece.md").read_text().splitlines() if f"| {lowest} " in line)
-    assert ece_line.split("|")[3].strip().startswith("**")
+    assert ece_line.split("|")[4].strip().startswith("**")  # after the epochs/phase column
 
 
 def test_ood_tables_match_the_fixture(report) -> None:
@@ -173,14 +181,21 @@ def test_ood_tables_match_the_fixture(report) -> None:
 
 def test_ablation_tables(report) -> None:
     _, paths, out, _ = report
-    ablation = pd.read_csv(out / "ablation_m.csv").set_index("model")
-    assert list(ablation.index) == ["k = 1 (ingredient 0)", "k = 2", "k = 3 (SMS uniform)"]
+    subsets = pd.read_csv(out / "subset_soups.csv").set_index("model")
+    assert list(subsets.index) == ["k = 1 (ingredient 0)", "k = 2", "k = 3 (SMS uniform)"]
     k2 = _value(paths, layout.soup_dir(layout.subset_soup(2), 2))
-    assert ablation.loc["k = 2", "phase2_test_accuracy"] == pytest.approx(statistics.fmean(k2))
+    assert subsets.loc["k = 2", "phase2_test_accuracy"] == pytest.approx(statistics.fmean(k2))
     first = _value(paths, layout.ingredient_dir("uniform", 1, 0))
-    assert ablation.loc["k = 1 (ingredient 0)", "phase1_test_accuracy"] == pytest.approx(
+    assert subsets.loc["k = 1 (ingredient 0)", "phase1_test_accuracy"] == pytest.approx(
         statistics.fmean(first)
     )
+    # the ablation over m: real chains, m = 1 being IMP
+    ablation = pd.read_csv(out / "ablation_m.csv").set_index("model")
+    assert list(ablation.index) == ["m = 1 (IMP)", "m = 2", "m = 3 (SMS uniform)"]
+    chain = _value(paths, layout.chain_model_dir(layout.ablation_chain(2), 2))
+    assert ablation.loc["m = 2", "phase2_test_accuracy"] == pytest.approx(statistics.fmean(chain))
+    imp = _value(paths, layout.chain_model_dir(layout.IMP, 2))
+    assert ablation.loc["m = 1 (IMP)", "phase2_test_accuracy"] == pytest.approx(statistics.fmean(imp))
     vary = pd.read_csv(out / "ablation_vary.csv").set_index("model")
     label = "SMS greedy: ingredient 2 (lr = 0.2)"
     lr = _value(paths, layout.ingredient_dir("greedy", 2, 2))
@@ -207,7 +222,8 @@ def test_every_figure_is_a_real_image(report) -> None:
 def test_a_method_keeps_its_colour_in_every_figure() -> None:
     assert colour("SMS uniform") == PALETTE["SMS uniform"]
     assert len(set(PALETTE.values())) == len(PALETTE)  # distinct colours
-    assert colour("SMS uniform (2 of m)") == colour("SMS uniform (2 of m)") != colour("SMS uniform (3 of m)")
+    two, three = (f"Subset soup (first {k} of m, uniform chain)" for k in (2, 3))
+    assert colour(two) == colour(two) != colour(three) != colour("SMS uniform (m = 3)")
 
 
 def test_old_metrics_without_ood_or_ece_still_give_every_declared_file(tmp_path: Path) -> None:
@@ -227,14 +243,14 @@ def test_old_metrics_without_ood_or_ece_still_give_every_declared_file(tmp_path:
     assert pd.read_csv(out / "ood.csv").columns.tolist() == ["experiment", "note"]
     assert r"\toprule" in (out / "ood.tex").read_text()
     assert _pixels(out / "ood_heatmap.png")[..., :3].std() > 0.01  # says why it is empty
-    assert pd.read_csv(out / "table.csv").shape[0] == 16
+    assert pd.read_csv(out / "table.csv").shape[0] == 19
 
 
 def test_default_parts_follow_the_data_and_bad_input_is_named(tmp_path: Path) -> None:
     paths = write_fixture(tmp_path, (0,))
-    keep = [p for p in paths if "uniform_k2" not in p.as_posix()]
+    keep = [p for p in paths if "uniform_k2" not in p.as_posix() and "uniform_m2" not in p.as_posix()]
     written = write_report(keep, tmp_path / "r")
-    assert "ablation_m.csv" not in written and "ood.csv" in written
+    assert "ablation_m.csv" not in written and "subset_soups.csv" not in written and "ood.csv" in written
     other = write_fixture(tmp_path / "b", (0,), experiment="exp_b")
     with pytest.raises(ValueError, match="one experiment"):
         write_report(paths + other, tmp_path / "r2")
@@ -249,3 +265,58 @@ def test_cli_writes_one_part(tmp_path: Path, capsys) -> None:
     assert {p.name for p in out.iterdir()} == set(part_files("ablation_m"))
     assert main(["report", "--out", str(out), "--part", "bogus", *map(str, paths)]) == 1
     assert "unknown report parts" in capsys.readouterr().err
+
+
+def test_budget_column_states_each_rows_epochs_per_phase(report) -> None:
+    _, _, out, _ = report
+    table = pd.read_csv(out / "table.csv").set_index("method")
+    assert table.loc["SMS uniform", "budget_epochs"] == 3  # the fixture's soups sum 3 retrains
+    assert table.loc["IMP", "budget_epochs"] == 1
+    assert "epochs/phase" in (out / "table.md").read_text()
+
+
+def _claims_results(differences: dict[str, list[float]]) -> pd.DataFrame:
+    """Per-seed test accuracies: IMP at 0.80, every other row 0.80 + its difference (points)."""
+    rows = []
+    for seed in range(len(next(iter(differences.values())))):
+        rows.append({"seed": seed, "method": "IMP", "test_accuracy": 0.80})
+        for method, points in differences.items():
+            rows.append({"seed": seed, "method": method, "test_accuracy": 0.80 + points[seed] / 100})
+    frame = pd.DataFrame(rows).assign(experiment="exp", phase=1, sparsity=0.5, ood_accuracy=np.nan)
+    return frame.assign(budget_epochs=np.where(frame.method == "IMP", 4.0, 16.0))
+
+
+def test_claims_table_against_hand_computed_paired_intervals() -> None:
+    """Differences (2, 2.5, 3): mean 2.5, sd 0.5, t(0.975, 2) = 4.302653 -> 2.5 +- 1.242069, better.
+    Differences (1, -1, 0.5): mean 0.1667, sd 1.040833 -> [-2.418906, 2.752239], straddles 0."""
+    from sparse_soups.reporting.claims import claims_table
+
+    results = _claims_results({"SMS uniform": [2.0, 2.5, 3.0], "SMS greedy": [1.0, -1.0, 0.5]})
+    claims = claims_table(results).set_index("claim")
+    uniform = claims.loc["SMS uniform vs IMP"]
+    assert uniform.seeds == 3 and uniform.difference == pytest.approx(2.5)
+    assert (uniform.ci_low, uniform.ci_high) == pytest.approx((2.5 - 1.242069, 2.5 + 1.242069), abs=1e-5)
+    assert uniform.verdict == "better" and uniform.interval == "paired t, 95%"
+    assert (uniform.budget_method, uniform.budget_reference) == (16.0, 4.0)
+    greedy = claims.loc["SMS greedy vs IMP"]
+    assert greedy.difference == pytest.approx(1 / 6)
+    assert (greedy.ci_low, greedy.ci_high) == pytest.approx((-2.418906, 2.752239), abs=1e-5)
+    assert greedy.verdict == "not distinguishable"
+    worse = claims_table(_claims_results({"SMS uniform": [-1.0, -1.2, -0.9]})).set_index("claim")
+    assert worse.loc["SMS uniform vs IMP", "verdict"] == "worse"
+    single = claims_table(_claims_results({"SMS uniform": [1.0]})).set_index("claim")
+    assert single.loc["SMS uniform vs IMP", "verdict"] == "no interval (1 seed)"
+    assert np.isnan(single.loc["SMS uniform vs IMP", "ci_low"])
+
+
+def test_claims_table_is_written_in_every_format(report) -> None:
+    seeds, _, out, _ = report
+    claims = pd.read_csv(out / "claims.csv")
+    assert {"SMS uniform vs IMP", "SMS uniform vs IMP (m x budget)", "SMS uniform vs best ingredient",
+            "SMS uniform vs mean ingredient", "GMP + SMS vs GMP"} <= set(claims.claim)  # fmt: skip
+    assert set(claims.metric) == {"accuracy", "OOD accuracy"}
+    assert (claims.seeds == len(seeds)).all()
+    markdown = (out / "claims.md").read_text()
+    assert "paired t" in markdown and "verdict" in markdown
+    assert r"\toprule" in (out / "claims.tex").read_text()
+    assert 'id="T_claims' in (out / "claims.html").read_text()

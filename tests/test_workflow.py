@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from sparse_soups import layout
+from sparse_soups import plan
 from sparse_soups.checkpoints import sha256
 from sparse_soups.config import Settings
 from sparse_soups.pruning import target_density
@@ -31,7 +31,7 @@ def test_dry_run_lists_every_job_before_any_runs(smoke_run, smoke_config) -> Non
     expected_models = 0
     for name, experiment in smoke_config["experiments"].items():
         settings = Settings.from_dict({"name": name, **experiment})
-        expected_models += len(layout.experiment_model_dirs(settings)) * len(settings.seeds)
+        expected_models += len(plan.experiment_model_dirs(settings)) * len(settings.seeds)
     counts = dict(
         line.split()[:2] for line in dry_output.splitlines() if line.split()[:1] and line.split()[0] in
         {"evaluate", "retrain", "soup", "pretrain", "report", "total"}

@@ -106,7 +106,8 @@ class SoupSettings:
     bn_recalibration_fraction: float = 0.2  # share of the training split forwarded
     vary: str = "seed"  # the axis ingredients differ on: seed | weight_decay | lr | epochs | schedule
     values: tuple[Any, ...] = ()  # one value per ingredient, for every axis but seed
-    subset_sizes: tuple[int, ...] = ()  # k of m: extra soups of the first k ingredients
+    subset_sizes: tuple[int, ...] = ()  # k of m: extra soups of the first k ingredients (no retraining)
+    ablation_m: tuple[int, ...] = ()  # k < m: a full SMS uniform chain with k ingredients per phase
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,15 @@ class GmpSettings:
 
 
 @dataclass(frozen=True)
+class EvaluationSettings:
+    """How every model is scored. `all` recalibrates BatchNorm of every evaluated model on
+    the same `soup.bn_recalibration_fraction` of the training split, as the authors' code
+    does; `soups` only the models made by averaging (which always are)."""
+
+    recalibrate: str = "all"  # all | soups
+
+
+@dataclass(frozen=True)
 class ComputeSettings:
     """How training runs, for speed on GPUs. bf16 changes the numbers; the rest should not."""
 
@@ -160,6 +170,7 @@ class Settings:
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
     gmp: GmpSettings = field(default_factory=GmpSettings)
     ood: OodSettings = field(default_factory=OodSettings)
+    evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
     eval_batch_size: int = 1000
 
     @classmethod
@@ -325,8 +336,9 @@ def _soup_problems(name: str, soup: dict[str, Any]) -> list[str]:
     key = f"experiments.{name}.soup"
     axis, values, m = soup.get("vary", "seed"), soup.get("values", []), soup.get("ingredients", 4)
     problems = [
-        f"{key}.subset_sizes: {k} is more than the {m} ingredients"
-        for k in soup.get("subset_sizes", []) or []
+        f"{key}.{name}: {k} is more than the {m} ingredients"
+        for name in ("subset_sizes", "ablation_m")
+        for k in soup.get(name, []) or []
         if isinstance(m, int) and isinstance(k, int) and k > m
     ]
     if axis == "seed" or axis not in _AXIS_TYPES or not isinstance(values, list):

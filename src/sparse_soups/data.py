@@ -237,9 +237,9 @@ class Dataset:
     val: Split | StreamedSplit
     test: Split | StreamedSplit
     num_classes: int
-    pad_value: float  # a black pixel after normalization, for crop padding
-    mean: float = 0.0  # of the training images scaled to [0, 1]: `normalize` uses them
-    std: float = 1.0
+    pad_value: float | tuple[float, ...]  # a black pixel after normalization, per channel
+    mean: tuple[float, ...] = (0.0,)  # per channel, of the training images scaled to [0, 1]
+    std: tuple[float, ...] = (1.0,)
 
     @property
     def streamed(self) -> bool:
@@ -259,7 +259,8 @@ class Dataset:
 
     def normalize(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 images (N, C, H, W) -> float as the splits were (e.g. corrupted test images)."""
-        return ((images.float() / 255 - self.mean) / self.std).to(self.device)
+        mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (self.mean, self.std))
+        return ((images.float() / 255 - mean) / std).to(self.device)
 
     def training_batches(
         self, batch_size: int, generator: torch.Generator, augment: DataSettings
@@ -301,11 +302,11 @@ def load_prepared(path: Path, settings: DataSettings, device: torch.device | str
             train_images[: settings.train_subset],
             train_labels[: settings.train_subset],
         )
-    scaled = train_images.float() / 255
-    mean, std = scaled.mean().item(), scaled.std().item()
+    mean, std = channel_statistics(train_images)
+    mean_t, std_t = (torch.tensor(v).view(1, -1, 1, 1) for v in (mean, std))
 
     def split(images: torch.Tensor, labels: torch.Tensor) -> Split:
-        normalized = (images.float() / 255 - mean) / std
+        normalized = (images.float() / 255 - mean_t) / std_t
         return Split(normalized.to(device), labels.long().to(device))
 
     return Dataset(
@@ -313,25 +314,48 @@ def load_prepared(path: Path, settings: DataSettings, device: torch.device | str
         val=split(raw["val_images"], raw["val_labels"]),
         test=split(raw["test_images"], raw["test_labels"]),
         num_classes=raw["num_classes"],
-        pad_value=-mean / std,
+        pad_value=tuple(-m / s for m, s in zip(mean, std, strict=True)),
         mean=mean,
         std=std,
     )
+
+
+def channel_statistics(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and standard deviation of uint8 images (N, C, H, W) scaled to
+    [0, 1]: each dataset is normalized with its own training statistics, channel by channel."""
+    scaled = images.float() / 255
+    channels = range(scaled.shape[1])
+    return (
+        tuple(scaled[:, c].mean().item() for c in channels),
+        tuple(scaled[:, c].std().item() for c in channels),
+    )
+
+
+def _fill(pad_value: float | tuple[float, ...], images: torch.Tensor) -> float | torch.Tensor:
+    """A scalar fill where every channel pads alike, else one value per channel."""
+    values = (pad_value,) if isinstance(pad_value, int | float) else tuple(pad_value)
+    if len(set(values)) == 1:
+        return float(values[0])
+    return torch.tensor(values, dtype=images.dtype, device=images.device).view(1, -1, 1, 1)
 
 
 def augment_batch(
     images: torch.Tensor,
     padding: int,
     flip: bool,
-    pad_value: float,
+    pad_value: float | tuple[float, ...],
     generator: torch.Generator,
     rotation: float = 0.0,
 ) -> torch.Tensor:
     """Random crop with `padding` pixels, random horizontal flip and, with `rotation`, a
     random rotation in [-rotation, rotation] degrees (filled with `pad_value`), for a whole batch."""
     n, _, height, width = images.shape
+    fill = _fill(pad_value, images)
     if padding > 0:
-        padded = torch.nn.functional.pad(images, [padding] * 4, value=pad_value)
+        if isinstance(fill, float):
+            padded = torch.nn.functional.pad(images, [padding] * 4, value=fill)
+        else:  # per-channel fill: pad the offset from it with zeros
+            padded = torch.nn.functional.pad(images - fill, [padding] * 4) + fill
         dy = torch.randint(0, 2 * padding + 1, (n, 1, 1), generator=generator).to(images.device)
         dx = torch.randint(0, 2 * padding + 1, (n, 1, 1), generator=generator).to(images.device)
         rows = (dy + torch.arange(height, device=images.device).view(1, -1, 1)).expand(n, height, width)
@@ -342,12 +366,12 @@ def augment_batch(
         flipped = torch.rand(n, generator=generator).to(images.device) < 0.5
         images = torch.where(flipped.view(n, 1, 1, 1), images.flip(-1), images)
     if rotation > 0:
-        images = rotate_batch(images, rotation, pad_value, generator)
+        images = rotate_batch(images, rotation, fill, generator)
     return images.contiguous()
 
 
 def rotate_batch(
-    images: torch.Tensor, degrees: float, fill: float, generator: torch.Generator
+    images: torch.Tensor, degrees: float, fill: float | torch.Tensor, generator: torch.Generator
 ) -> torch.Tensor:
     """Rotate each image by its own angle, uniform in [-degrees, degrees], filling with `fill`."""
     n = len(images)

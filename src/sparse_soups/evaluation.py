@@ -20,7 +20,12 @@ from .checkpoints import NonFiniteError
 from .config import OodSettings
 from .corruptions import ood_corruptions
 from .data import Dataset, Split, iterate_batches
-from .metrics import expected_calibration_error, theoretical_flops, worst_class_accuracy
+from .metrics import (
+    expected_calibration_error,
+    maximum_calibration_error,
+    theoretical_flops,
+    worst_class_accuracy,
+)
 from .pruning import sparsity
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # images -> logits (or log-probabilities)
@@ -74,7 +79,7 @@ def ensemble_accuracy(models: list[nn.Module], split: Split, batch_size: int) ->
 
 
 def prediction_metrics(predict: Predict, dataset: Dataset, batch_size: int) -> dict[str, float]:
-    """Test and validation accuracy, test ECE (15 bins) and test worst-class accuracy."""
+    """Test and validation accuracy, test ECE and MCE (15 bins) and test worst-class accuracy."""
     test_logits = collect_logits(predict, dataset.test, batch_size)
     test_labels = dataset.test.labels.cpu()
     val_logits = collect_logits(predict, dataset.val, batch_size)
@@ -82,6 +87,7 @@ def prediction_metrics(predict: Predict, dataset: Dataset, batch_size: int) -> d
         "test_accuracy": _accuracy(test_logits, test_labels),
         "validation_accuracy": _accuracy(val_logits, dataset.val.labels),
         "ece": expected_calibration_error(test_logits, test_labels, ECE_BINS),
+        "mce": maximum_calibration_error(test_logits, test_labels, ECE_BINS),
         "worst_class_accuracy": worst_class_accuracy(test_logits, test_labels),
     }
 

@@ -6,13 +6,16 @@ method (`uniform`, `greedy`: m retrains per phase, souped). Each model directory
 `model.pt` and, after evaluation, `metrics.json`.
 
     dense/                            pretrained model (phase 0)
-    dense/phase1/ingredient{i}/       phase-1 retrains: every chain starts from the dense
-                                      model, so they are shared (IMP is ingredient 0)
+    dense/phase1/ingredient{i}/       phase-1 retrains: every SMS chain starts from the dense
+                                      model, so they are shared (and IMP is ingredient 0
+                                      when its recipe is ingredient 0's: see recipes.py)
+    imp/phase1/ingredient0/           IMP's phase 1 when its recipe differs from ingredient 0's
     {chain}/phase{p}/ingredient{i}/   phase p >= 2 retrains of a chain
     {soup}/phase{p}/soup/             the soup of a phase's ingredients
     imp_budget/phase{p}/ingredient0/  IMP with m times the retrain epochs (own chain from phase 1)
+    uniform_m{k}/phase{p}/...         the ablation over m: an SMS uniform chain of k ingredients
     soup_at_end/phase{P}/soup/        the last phase's IMP ingredients imp/phase{P}/ingredient{i}, averaged
-    uniform_k{k}/phase{p}/soup/       the first k of the uniform chain's m ingredients, averaged
+    uniform_k{k}/phase{p}/soup/       subset soup: the first k of the uniform chain's m ingredients
     ensemble/phase{p}/                metrics only: mean-softmax ensemble of the SMS ingredients
     lottery_pools_{interp,avg}/phase{p}/  Lottery Pools over the IMP tickets, aimed at phase p
     gmp/phase{p}/                     gradual magnitude pruning aimed at phase p's sparsity
@@ -25,11 +28,6 @@ method (`uniform`, `greedy`: m retrains per phase, souped). Each model directory
 """
 
 from __future__ import annotations
-
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from .config import Settings
 
 DENSE = "dense"
 IMP = "imp"
@@ -49,38 +47,52 @@ def run_dir(experiment: str, seed: int) -> str:
     return f"results/{experiment}/seed{seed}"
 
 
-def lineage(chain: str, phase: int) -> str:
-    """Directory that holds a chain's ingredients for a phase (shared in phase 1, except
-    by imp_budget, whose retrains are longer, and imp_rewind, which rewinds)."""
-    return DENSE if phase == 1 and chain not in (IMP_BUDGET, IMP_REWIND) else chain
+def lineage(chain: str, phase: int, imp_shared: bool = True) -> str:
+    """Directory that holds a chain's ingredients for a phase: shared in phase 1, except
+    by imp_budget, whose retrains are longer, imp_rewind, which rewinds, and IMP when its
+    recipe is not ingredient 0's (`imp_shared` False, see recipes.imp_shares_phase1)."""
+    own = (IMP_BUDGET, IMP_REWIND) if imp_shared else (IMP, IMP_BUDGET, IMP_REWIND)
+    return DENSE if phase == 1 and chain not in own else chain
 
 
-def ingredient_dir(chain: str, phase: int, index: int) -> str:
-    return f"{lineage(chain, phase)}/phase{phase}/ingredient{index}"
+def ingredient_dir(chain: str, phase: int, index: int, imp_shared: bool = True) -> str:
+    return f"{lineage(chain, phase, imp_shared)}/phase{phase}/ingredient{index}"
 
 
-def chain_model_dir(chain: str, phase: int) -> str:
+def chain_model_dir(chain: str, phase: int, imp_shared: bool = True) -> str:
     """The model a chain carries out of a phase: its soup, or IMP's single retrain."""
     if phase == 0:
         return DENSE
     if chain in (IMP, IMP_BUDGET, IMP_REWIND):
-        return ingredient_dir(chain, phase, 0)
+        return ingredient_dir(chain, phase, 0, imp_shared)
     return f"{chain}/phase{phase}/soup"
 
 
-def retrain_parent_dir(lineage_name: str, phase: int) -> str:
+def retrain_parent_dir(lineage_name: str, phase: int, imp_shared: bool = True) -> str:
     """The model that the retrains in `{lineage_name}/phase{phase}/` start from."""
     if phase == 1:
-        if lineage_name not in (DENSE, IMP_BUDGET):
-            raise ValueError(f"phase-1 ingredients live under '{DENSE}/', not '{lineage_name}/'")
         return DENSE
     if lineage_name == DENSE:
         raise ValueError(f"only phase 1 retrains from the dense model, not phase {phase}")
-    return chain_model_dir(lineage_name, phase - 1)
+    return chain_model_dir(lineage_name, phase - 1, imp_shared)
 
 
 def subset_soup(k: int) -> str:
     return f"uniform_k{k}"
+
+
+ABLATION_PREFIX = "uniform_m"
+
+
+def ablation_chain(k: int) -> str:
+    """The SMS uniform chain with k ingredients per phase (the ablation over m)."""
+    return f"{ABLATION_PREFIX}{k}"
+
+
+def ablation_size(chain: str) -> int | None:
+    """k of an ablation chain's name, None for any other name."""
+    suffix = chain.removeprefix(ABLATION_PREFIX)
+    return int(suffix) if chain.startswith(ABLATION_PREFIX) and suffix.isdigit() else None
 
 
 def soup_dir(name: str, phase: int) -> str:
@@ -90,11 +102,14 @@ def soup_dir(name: str, phase: int) -> str:
 def soup_recipe(name: str, phase: int, ingredients: int) -> tuple[str, list[str]]:
     """How the soup `name` is made: its averaging method and its ingredients' directories.
 
-    `uniform`/`greedy` average their own chain's m ingredients; `soup_at_end` the m
-    retrains of the IMP chain's phase; `uniform_k{k}` the first k of the uniform chain's.
+    `uniform`/`greedy` average their own chain's m ingredients, `uniform_m{k}` its own k;
+    `soup_at_end` the m retrains of the IMP chain's phase; `uniform_k{k}` the first k of
+    the uniform chain's.
     """
     if name in SOUP_METHODS:
         return name, [ingredient_dir(name, phase, i) for i in range(ingredients)]
+    if (k := ablation_size(name)) is not None:
+        return "uniform", [ingredient_dir(name, phase, i) for i in range(k)]
     if name == SOUP_AT_END:
         return "uniform", [ingredient_dir(IMP, phase, i) for i in range(ingredients)]
     if name.startswith("uniform_k") and name[9:].isdigit():
@@ -159,6 +174,8 @@ def run_model_dirs(
     imp_budget: bool = False,
     soup_at_end: bool = False,
     subset_sizes: tuple[int, ...] | list[int] = (),
+    ablation_m: tuple[int, ...] | list[int] = (),
+    imp_shared: bool = True,
     lottery_pools: str = "none",
     gmp: str = "none",
     gmp_sms: str = "none",
@@ -167,15 +184,16 @@ def run_model_dirs(
     """Every model directory of one run: the dense model, each chain's retrains and soups,
     and the baselines switched on."""
     dirs = [DENSE]
+    chains = [*soup_methods, *(ablation_chain(k) for k in ablation_sizes(ablation_m, ingredients))]
     for phase in range(1, phases + 1):
-        dirs.append(ingredient_dir(IMP, phase, 0))
+        dirs.append(ingredient_dir(IMP, phase, 0, imp_shared))
         if imp_budget:
             dirs.append(ingredient_dir(IMP_BUDGET, phase, 0))
         if imp_rewind:
             dirs.append(ingredient_dir(IMP_REWIND, phase, 0))
-        for method in soup_methods:
-            dirs += [ingredient_dir(method, phase, i) for i in range(ingredients)]
-            dirs.append(chain_model_dir(method, phase))
+        for chain in chains:
+            dirs += [ingredient_dir(chain, phase, i) for i in range(ablation_size(chain) or ingredients)]
+            dirs.append(chain_model_dir(chain, phase))
         if "uniform" in soup_methods:
             dirs += [soup_dir(subset_soup(k), phase) for k in subset_sizes if k < ingredients]
     if soup_at_end and phases > 1:  # with one phase it is SMS uniform's soup
@@ -188,26 +206,6 @@ def run_model_dirs(
     return list(dict.fromkeys(dirs))  # phase-1 ingredients are shared: keep each once
 
 
-def experiment_model_dirs(settings: Settings) -> list[str]:
-    """Every model directory of one run of `settings`, each baseline as switched on."""
-    return run_model_dirs(
-        settings.prune.phases,
-        settings.soup.methods,
-        settings.soup.ingredients,
-        imp_budget=settings.baselines.imp_budget,
-        soup_at_end=settings.baselines.soup_at_end,
-        subset_sizes=settings.soup.subset_sizes,
-        lottery_pools=settings.baselines.lottery_pools,
-        gmp=settings.baselines.gmp,
-        gmp_sms=settings.baselines.gmp_sms,
-        imp_rewind=settings.baselines.imp_rewind,
-    )
-
-
-def experiment_metrics_dirs(settings: Settings) -> list[str]:
-    """Directories whose metrics.json the report reads: the models, and the ensembles
-    (which have metrics but no model)."""
-    dirs = experiment_model_dirs(settings)
-    if settings.baselines.ensemble and settings.soup.ingredients > 1:
-        dirs += [ensemble_dir(p) for p in range(1, settings.prune.phases + 1)]
-    return dirs
+def ablation_sizes(ablation_m: tuple[int, ...] | list[int], ingredients: int) -> list[int]:
+    """The k that get chains of their own: 1 is IMP and m is SMS uniform itself."""
+    return sorted(k for k in ablation_m if 1 < k < ingredients)

@@ -32,6 +32,20 @@ def expected_calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bin
     return total
 
 
+def maximum_calibration_error(logits: torch.Tensor, labels: torch.Tensor, n_bins: int = 15) -> float:
+    """MCE: the largest |acc(B) - conf(B)| over the non-empty bins of the ECE binning."""
+    probabilities = torch.softmax(logits.double(), dim=1)
+    confidence, predicted = probabilities.max(dim=1)
+    correct = (predicted == labels).double()
+    bins = torch.clamp(torch.ceil(confidence * n_bins).long() - 1, 0, n_bins - 1)
+    gaps = [
+        abs(correct[bins == b].mean().item() - confidence[bins == b].mean().item())
+        for b in range(n_bins)
+        if (bins == b).any()
+    ]
+    return max(gaps, default=0.0)
+
+
 def per_class_accuracy(
     logits: torch.Tensor, labels: torch.Tensor, num_classes: int | None = None
 ) -> torch.Tensor:

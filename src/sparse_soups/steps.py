@@ -7,8 +7,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +31,7 @@ from .pruning import (
     sparsity,
     target_density,
 )
+from .recipes import Recipe, retrain_recipe
 from .schedules import Schedule, allr_scale, pretrain_schedule, retrain_schedule
 from .soups import average_state_dicts, greedy_selection, recalibrate_batchnorm
 from .training import derive_seed, train
@@ -57,37 +57,6 @@ def _load_model(settings: Settings, dataset: Dataset, checkpoint: Checkpoint, pa
     return model
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """The hyperparameters of one retrain: pretraining's, except along the varied axis."""
-
-    weight_decay: float
-    lr: float
-    epochs: int
-    schedule: str
-    seed_index: int  # which seed label the batch order and augmentation come from
-
-
-def ingredient_recipe(settings: Settings, lineage: str, index: int) -> Recipe:
-    """Ingredient `index` takes the index-th value of `soup.vary`; with any axis but seed
-    all ingredients share seed 0, so they differ in exactly one hyperparameter. IMP with
-    m x budget is ingredient 0 retrained m times as long."""
-    values = {
-        "weight_decay": settings.pretrain.weight_decay,
-        "lr": settings.pretrain.lr,
-        "epochs": settings.retrain.epochs,
-        "schedule": settings.retrain.schedule,
-        "seed_index": index,
-    }
-    axis = settings.soup.vary
-    if axis != "seed":
-        values[axis] = settings.soup.values[index]
-        values["seed_index"] = 0
-    if lineage == layout.IMP_BUDGET:
-        values["epochs"] *= settings.soup.ingredients
-    return Recipe(**values)
-
-
 def _pretrain_steps(settings: Settings, dataset: Dataset) -> int:
     return settings.pretrain.epochs * math.ceil(len(dataset.train) / settings.pretrain.batch_size)
 
@@ -104,6 +73,29 @@ def _norm_drop(model: nn.Module, old: Masks, new: Masks) -> tuple[float, float]:
 
 def _meta(settings: Settings, seed: int, model_dir: str, **fields: Any) -> dict[str, Any]:
     return {"experiment": settings.name, "seed": seed, "model_dir": model_dir, **fields}
+
+
+def _total_budget(metas: Iterable[dict[str, Any]]) -> int | float | None:
+    """Training epochs that went into a merged model: the sum over what it merges (the
+    compute spent, including greedy's unused ingredients); None if any is unknown."""
+    budgets = [meta.get("budget_epochs") for meta in metas]
+    return None if any(b is None for b in budgets) else sum(budgets)
+
+
+def _recalibration_split(settings: Settings, dataset: Dataset):
+    """The same share of the training split for every BatchNorm recalibration."""
+    return dataset.train.head(settings.soup.bn_recalibration_fraction)
+
+
+def _recalibrate_for_evaluation(settings: Settings, dataset: Dataset, model: nn.Module, meta: dict) -> bool:
+    """With `evaluation.recalibrate: all`, every evaluated model gets its BatchNorm
+    statistics recomputed (averaged models already have); returns whether it has them."""
+    if meta.get("bn_recalibrated"):
+        return True
+    if settings.evaluation.recalibrate != "all":
+        return False
+    recalibrate_batchnorm(model, _recalibration_split(settings, dataset), settings.eval_batch_size)
+    return True
 
 
 def _train_and_save(
@@ -132,7 +124,8 @@ def _train_and_save(
         on_step=on_step,
     )  # fmt: skip
     log.info("trained %s for %d steps, final loss %.4f", meta["model_dir"], result.steps, result.final_loss)
-    checkpoint = Checkpoint(model.state_dict(), masks, {**meta, "train_steps": result.steps})
+    meta = {"budget_epochs": epochs, **meta, "train_steps": result.steps}
+    checkpoint = Checkpoint(model.state_dict(), masks, meta)
     checkpoint.save(out)
     return checkpoint
 
@@ -177,7 +170,7 @@ def retrain(
     generator = torch.Generator().manual_seed(derive_seed(seed, "prune", phase, parent_sha))
     prune = settings.prune
     masks = select_masks(model, parent_masks, density, prune.selection, prune.exclude, generator)
-    recipe = ingredient_recipe(settings, lineage, index)
+    recipe = retrain_recipe(settings, lineage, index)
     norm_drop, prune_fraction = _norm_drop(model, parent_masks, masks)
     peak = allr_scale(norm_drop, prune_fraction, recipe.epochs, settings.pretrain.epochs)
     schedule = retrain_schedule(
@@ -219,8 +212,7 @@ def soup(
     if len(phases) != 1:
         raise ValueError(f"ingredients come from different phases {sorted(phases)}: {ingredients}")
     model = _model(settings, dataset)
-    recalibration = dataset.train.head(settings.soup.bn_recalibration_fraction)
-    batch_size = settings.eval_batch_size
+    recalibration, batch_size = _recalibration_split(settings, dataset), settings.eval_batch_size
 
     def build(indices: list[int]) -> nn.Module:
         state = average_state_dicts(
@@ -249,6 +241,7 @@ def soup(
         ingredients=[str(p) for p in ingredients],
         ingredient_sha256=[sha256(p) for p in ingredients],
         geometry=soup_geometry([c.state_dict for c in loaded], model.state_dict()),
+        budget_epochs=_total_budget(c.meta for c in loaded), bn_recalibrated=True,
     )  # fmt: skip
     checkpoint = Checkpoint(model.state_dict(), loaded[0].masks, meta)
     checkpoint.save(out)
@@ -283,8 +276,10 @@ def evaluate(
     dataset = load_prepared(data, settings.data, device)
     checkpoint = Checkpoint.load(checkpoint_path)
     model = _load_model(settings, dataset, checkpoint, checkpoint_path)
+    recalibrated = _recalibrate_for_evaluation(settings, dataset, model, checkpoint.meta)
     metrics = {
         **checkpoint.meta,
+        "bn_recalibrated": recalibrated,
         **model_metrics(model, dataset, settings.eval_batch_size, ood_dir, settings.ood),
         "checkpoint_sha256": sha256(checkpoint_path),
     }
@@ -308,6 +303,10 @@ def ensemble(
     dataset = load_prepared(data, settings.data, device)
     loaded = [(Checkpoint.load(path), path) for path in ingredients]
     models = [_load_model(settings, dataset, c, path) for c, path in loaded]
+    recalibrated = [
+        _recalibrate_for_evaluation(settings, dataset, model, c.meta)
+        for model, (c, _) in zip(models, loaded, strict=True)
+    ]
     member_sparsity = [sparsity(model)[0] for model in models]
     first = loaded[0][0].meta
     predict, batch_size = ensemble_predict(models), settings.eval_batch_size
@@ -318,6 +317,7 @@ def ensemble(
         **prediction_metrics(predict, dataset, batch_size),
         **ood_metrics(predict, dataset, ood_dir, settings.ood, batch_size),
         inference_cost=sum(1 - s for s in member_sparsity),
+        bn_recalibrated=all(recalibrated), budget_epochs=_total_budget(c.meta for c, _ in loaded),
         members=[str(p) for p in ingredients],
         checkpoint_sha256=None,
         member_sha256=[sha256(p) for p in ingredients],
@@ -350,8 +350,7 @@ def lottery_pools(
         raise ValueError(f"lottery pools needs the tickets of phases 1..{len(loaded)} in order, got {phases}")
     model = _model(settings, dataset)
     density = target_density(settings.prune.sparsity, settings.prune.phases, target_phase)
-    recalibration = dataset.train.head(settings.soup.bn_recalibration_fraction)
-    batch_size = settings.eval_batch_size
+    recalibration, batch_size = _recalibration_split(settings, dataset), settings.eval_batch_size
 
     def score(state: dict[str, torch.Tensor]) -> tuple[float, dict[str, torch.Tensor]]:
         model.load_state_dict(state)
@@ -369,13 +368,19 @@ def lottery_pools(
         settings, loaded[0].meta["seed"], name, kind="lottery_pools", method=f"lottery_pools_{variant}",
         phase=target_phase, target_sparsity=1 - density, validation_score=result.score,
         accepted=[list(step) for step in result.accepted], trials=result.trials,
-        ticket_sha256=[sha256(p) for p in tickets],
+        ticket_sha256=[sha256(p) for p in tickets], bn_recalibrated=True,
     )  # fmt: skip
     masks = {n: p != 0 for n, p in prunable_parameters(model).items()}
     checkpoint = Checkpoint(model.state_dict(), masks, meta)
     checkpoint.save(out)
     log.info("lottery pools (%s) for phase %d accepted %s", variant, target_phase, result.accepted)
     return checkpoint
+
+
+def _gmp_budget(plan: gmp.GmpPlan, phase: int) -> float:
+    """GMP's epochs after its dense stretch, per IMP phase it stands for: comparable with
+    IMP's retrain epochs per phase (GMP + SMS spends this m times over)."""
+    return (plan.epochs - plan.dense_epochs) / phase
 
 
 def _gmp_plan(settings: Settings, dataset: Dataset, phase: int) -> gmp.GmpPlan:
@@ -413,6 +418,7 @@ def gmp_train(
         settings, seed, layout.gmp_dir(phase), kind="gmp", phase=phase,
         target_sparsity=plan.final_sparsity, gmp_epochs=plan.epochs,
         prune_start_step=plan.start_step, prune_end_step=plan.end_step, prune_interval=plan.interval,
+        budget_epochs=_gmp_budget(plan, phase),
     )  # fmt: skip
     return _train_and_save(
         settings, model, masks, dataset,
@@ -484,15 +490,15 @@ def gmp_sms_average(
     model = _model(settings, dataset)
     states = [c.state_dict for c in loaded]
     masks = gmp.average_dense_and_reprune(states, model, density, settings.prune.exclude)
-    recalibration = dataset.train.head(settings.soup.bn_recalibration_fraction)
-    recalibrate_batchnorm(model, recalibration, settings.eval_batch_size)
+    recalibrate_batchnorm(model, _recalibration_split(settings, dataset), settings.eval_batch_size)
     final = round_index == plan.rounds
     meta = _meta(
         settings, loaded[0].meta["seed"], layout.gmp_sms_round_dir(phase, round_index, plan.rounds),
         kind="soup" if final else "gmp_sms_round", method=layout.GMP_SMS, phase=phase,
         round=round_index, rounds=plan.rounds, target_sparsity=1 - density,
         ingredients=[str(p) for p in ingredients], ingredient_sha256=[sha256(p) for p in ingredients],
-        geometry=soup_geometry(states, model.state_dict()),
+        geometry=soup_geometry(states, model.state_dict()), bn_recalibrated=True,
+        budget_epochs=len(loaded) * _gmp_budget(plan, phase),
     )  # fmt: skip
     checkpoint = Checkpoint(model.state_dict(), masks, meta)
     checkpoint.save(out)

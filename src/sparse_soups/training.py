@@ -9,7 +9,9 @@ momentum and weight decay do.
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -22,6 +24,7 @@ from .pruning import Masks, apply_masks
 from .schedules import Schedule
 
 DEFAULT_COMPUTE = ComputeSettings()
+log = logging.getLogger(__name__)
 
 
 class DivergenceError(RuntimeError):
@@ -49,11 +52,24 @@ def make_reproducible(threads: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+@dataclass(frozen=True)
+class EpochRecord:
+    """What one epoch of training looked like: the figures a convergence check needs."""
+
+    epoch: int
+    step: int
+    lr: float  # at the epoch's last step
+    train_loss: float  # mean over the epoch's augmented batches
+    train_accuracy: float
+    seconds: float  # since training started
+
+
 @dataclass
 class TrainResult:
     steps: int
     final_loss: float
     train_accuracy: float  # on the augmented batches of the last epoch
+    history: list[EpochRecord]
 
 
 def train(
@@ -90,9 +106,10 @@ def train(
     model.to(memory_format=memory_format)
     forward = torch.compile(model) if compute.compile else model
     autocast = torch.autocast(dataset.device.type, dtype=torch.bfloat16, enabled=compute.precision == "bf16")
-    step, loss = 0, torch.tensor(0.0)
-    for _ in range(epochs):
+    step, loss, history, started = 0, torch.tensor(0.0), [], time.perf_counter()
+    for epoch in range(1, epochs + 1):
         correct = seen = 0
+        loss_sum = torch.zeros((), device=dataset.device)
         for images, labels in dataset.training_batches(optim.batch_size, generator, augment):
             with autocast:
                 logits = forward(images.contiguous(memory_format=memory_format))
@@ -109,4 +126,32 @@ def train(
                 on_step(step)
             correct += int((logits.argmax(1) == labels).sum())
             seen += len(labels)
-    return TrainResult(steps=step, final_loss=loss.item(), train_accuracy=correct / max(seen, 1))
+            loss_sum += loss.detach() * len(labels)
+        history.append(_epoch_record(epoch, epochs, step, optimizer, loss_sum, correct, seen, started))
+    return TrainResult(
+        steps=step, final_loss=loss.item(), train_accuracy=correct / max(seen, 1), history=history
+    )
+
+
+def _epoch_record(
+    epoch: int,
+    epochs: int,
+    step: int,
+    optimizer: torch.optim.Optimizer,
+    loss_sum: torch.Tensor,
+    correct: int,
+    seen: int,
+    started: float,
+) -> EpochRecord:
+    """Summarise an epoch and log it, with the time left at the pace so far."""
+    elapsed = time.perf_counter() - started
+    record = EpochRecord(
+        epoch=epoch, step=step, lr=optimizer.param_groups[0]["lr"],
+        train_loss=float(loss_sum) / max(seen, 1), train_accuracy=correct / max(seen, 1), seconds=elapsed,
+    )  # fmt: skip
+    log.info(
+        "epoch %d/%d step %d lr %.4g loss %.4f train acc %.4f (%.0f s, ~%.0f s left)",
+        epoch, epochs, step, record.lr, record.train_loss, record.train_accuracy,
+        elapsed, elapsed / epoch * (epochs - epoch),
+    )  # fmt: skip
+    return record

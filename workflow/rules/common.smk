@@ -6,13 +6,14 @@ import os
 import re
 from types import SimpleNamespace
 
-from sparse_soups import layout
+from sparse_soups import layout, plan
 from sparse_soups.config import Settings, config_problems
 from sparse_soups.validation import (
     OVERRIDE_HINT,
     config_file_problems,
     typed_overrides,
 )
+from sparse_soups.recipes import imp_shares_phase1
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
@@ -42,9 +43,15 @@ wildcard_constraints:
     phase=r"\d+",
     index=r"\d+",
     lineage="|".join(
-        [layout.DENSE, layout.IMP, layout.IMP_BUDGET, *layout.SOUP_METHODS]
+        [
+            layout.DENSE,
+            layout.IMP,
+            layout.IMP_BUDGET,
+            *layout.SOUP_METHODS,
+            rf"{layout.ABLATION_PREFIX}\d+",
+        ]
     ),
-    soup=r"uniform|greedy|soup_at_end|uniform_k\d+",
+    soup=rf"uniform|greedy|soup_at_end|uniform_k\d+|{layout.ABLATION_PREFIX}\d+",
     variant="interp|avg",
 
 
@@ -56,8 +63,14 @@ def run_path(wildcards, model_dir: str, file: str = layout.MODEL_FILE) -> str:
     return f"{layout.run_dir(wildcards.experiment, wildcards.seed)}/{model_dir}/{file}"
 
 
+def imp_shared(wildcards) -> bool:
+    """Whether IMP's phase 1 is the SMS chains' ingredient 0 (see recipes.py)."""
+    return imp_shares_phase1(settings_of(wildcards))
+
+
 def retrain_parent(wildcards) -> str:
-    parent = layout.retrain_parent_dir(wildcards.lineage, int(wildcards.phase))
+    phase = int(wildcards.phase)
+    parent = layout.retrain_parent_dir(wildcards.lineage, phase, imp_shared(wildcards))
     return run_path(wildcards, parent)
 
 
@@ -87,7 +100,10 @@ def imp_tickets(wildcards) -> list[str]:
     settings = settings_of(wildcards)
     chain = settings.baselines.lottery_pools_tickets  # imp | imp_rewind
     phases = range(1, settings.prune.phases + 1)
-    return [run_path(wildcards, layout.chain_model_dir(chain, p)) for p in phases]
+    shared = imp_shared(wildcards)
+    return [
+        run_path(wildcards, layout.chain_model_dir(chain, p, shared)) for p in phases
+    ]
 
 
 def gmp_rounds_of(wildcards) -> int:
@@ -123,7 +139,7 @@ def experiment_metrics(wildcards) -> list[str]:
     return [
         f"{layout.run_dir(wildcards.experiment, seed)}/{model_dir}/{layout.METRICS_FILE}"
         for seed in settings.seeds
-        for model_dir in layout.experiment_metrics_dirs(settings)
+        for model_dir in plan.experiment_metrics_dirs(settings)
     ]
 
 
@@ -132,10 +148,12 @@ def report_parts(settings: Settings) -> list[str]:
     parts = ["main"]
     if getattr(getattr(settings, "ood", None), "enabled", False):
         parts.append("ood")
+    if layout.ablation_sizes(settings.soup.ablation_m, settings.soup.ingredients):
+        parts.append("ablation_m")
     if "uniform" in settings.soup.methods and any(
         k < settings.soup.ingredients for k in settings.soup.subset_sizes
     ):
-        parts.append("ablation_m")
+        parts.append("subset_soups")
     if settings.soup.vary != "seed":
         parts.append("ablation_vary")
     return parts
@@ -177,9 +195,13 @@ def intermediate_models(name: str, settings: Settings, seed: int, metrics) -> li
     prefix = layout.run_dir(name, seed) + "/"
     files = []
     for path in metrics:
-        soup = re.fullmatch(r"(\w+)/phase(\d+)/soup/metrics\.json", path.removeprefix(prefix))
+        soup = re.fullmatch(
+            r"(\w+)/phase(\d+)/soup/metrics\.json", path.removeprefix(prefix)
+        )
         if path.startswith(prefix) and soup:
-            files += soup_ingredients(SimpleNamespace(**vars(run), soup=soup[1], phase=soup[2]))
+            files += soup_ingredients(
+                SimpleNamespace(**vars(run), soup=soup[1], phase=soup[2])
+            )
     baselines, phases = settings.baselines, settings.prune.phases
     if baselines.lottery_pools != "none" and phases > 1:
         files += imp_tickets(run)
@@ -188,8 +210,12 @@ def intermediate_models(name: str, settings: Settings, seed: int, metrics) -> li
         files.append(run_path(run, layout.gmp_prefix_dir(phase)))
     rounds = gmp_rounds_of(run)
     for phase, round_index in ((p, r) for p in sms for r in range(1, rounds + 1)):
-        files += gmp_sms_copies(SimpleNamespace(**vars(run), phase=phase, round=round_index))
-        files.append(run_path(run, layout.gmp_sms_round_dir(phase, round_index, rounds)))
+        files += gmp_sms_copies(
+            SimpleNamespace(**vars(run), phase=phase, round=round_index)
+        )
+        files.append(
+            run_path(run, layout.gmp_sms_round_dir(phase, round_index, rounds))
+        )
     if baselines.imp_rewind or baselines.lottery_pools_tickets == layout.IMP_REWIND:
         files.append(run_path(run, layout.REWIND))
     return files
@@ -200,6 +226,7 @@ REPORT_SECTIONS = {
     "main": "Accuracy",
     "ood": "Out-of-distribution",
     "ablation_m": "Ablations",
+    "subset_soups": "Ablations",
     "ablation_vary": "Ablations",
 }
 

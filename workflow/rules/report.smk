@@ -49,6 +49,16 @@ use rule report as report_ablation_m with:
         about=experiment_summary,
 
 
+use rule report as report_subset_soups with:
+    output:
+        **report_outputs("subset_soups"),
+    log:
+        "results/{experiment}/logs/report_subset_soups.log",
+    params:
+        part="subset_soups",
+        about=experiment_summary,
+
+
 use rule report as report_ablation_vary with:
     output:
         **report_outputs("ablation_vary"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import figures, tables
+from . import claims, figures, tables
 from .parts import PARTS
 from .records import ingredient_results, load_metrics, method_results, ood_cells
 
@@ -19,8 +19,10 @@ def available_parts(results: pd.DataFrame, ingredients: pd.DataFrame) -> list[st
     parts = ["main"]
     if results.ood_accuracy.notna().any() or not ood_cells(results).empty:
         parts.append("ood")
-    if results.method.str.fullmatch(r"SMS uniform \(\d+ of m\)").any():
+    if results.method.str.fullmatch(r"SMS uniform \(m = \d+\)").any():
         parts.append("ablation_m")
+    if results.method.str.startswith("Subset soup (").any():
+        parts.append("subset_soups")
     if (ingredients.axis != "seed").any():
         parts.append("ablation_vary")
     return parts
@@ -34,6 +36,9 @@ def _main(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[s
     )
     ece = tables.phase_table(results, "ece", "ece", "ECE (%, 15 bins, lower is better)", higher=False)
     paths |= tables.write_table(ece, out)
+    mce = tables.phase_table(results, "mce", "mce", "MCE (%, 15 bins, lower is better)", higher=False)
+    paths |= tables.write_table(mce, out)
+    paths |= claims.write_claims(claims.claims_table(results), out)
     paths |= figures.metric_vs_sparsity(
         results, "test_accuracy", "test accuracy (%)", out, "accuracy_vs_sparsity"
     )
@@ -53,12 +58,17 @@ def _ablation_m(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> 
     return tables.write_table(tables.ablation_m_table(results, ingredients), out)
 
 
+def _subset_soups(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
+    return tables.write_table(tables.subset_soups_table(results, ingredients), out)
+
+
 def _ablation_vary(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
     return tables.write_table(tables.ablation_vary_table(results, ingredients), out)
 
 
 _WRITERS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, Path], dict[str, Path]]] = {
-    "main": _main, "ood": _ood, "ablation_m": _ablation_m, "ablation_vary": _ablation_vary,
+    "main": _main, "ood": _ood, "ablation_m": _ablation_m, "subset_soups": _subset_soups,
+    "ablation_vary": _ablation_vary,
 }  # fmt: skip
 
 

@@ -40,11 +40,13 @@ _MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "<", ">", "p", "h", "d", "H"
 
 
 def colour(method: str) -> tuple[float, float, float]:
-    """The method's colour: fixed for known rows; k-of-m soups and unknown rows get a stable one."""
+    """The method's colour: fixed for known rows; subset soups, ablation chains and unknown
+    rows get a stable one."""
     if method in PALETTE:
         return PALETTE[method]
-    if match := re.fullmatch(r"SMS uniform \((\d+) of m\)", method):
-        return _EXTRA[(4 * int(match[1])) % 20]
+    if match := re.fullmatch(r"Subset soup \(first (\d+) of m.*\)|SMS uniform \(m = (\d+)\)", method):
+        k = int(match[1] or match[2])
+        return _EXTRA[(4 * k + (2 if match[2] else 0)) % 20]
     return _EXTRA[sum(method.encode()) % 20]
 
 

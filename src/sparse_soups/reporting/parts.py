@@ -2,11 +2,12 @@
 
 Kept free of heavy imports, so the Snakefile can read it while it builds the DAG.
 
-    main           results.csv; table (test accuracy) and ece tables; accuracy_vs_sparsity,
-                   soup_gain, ingredients figures
+    main           results.csv; table (test accuracy), ece, mce and claims (paired tests of
+                   the paper's claims) tables; accuracy_vs_sparsity, soup_gain, ingredients figures
     ood            ood (mean OOD accuracy) and ood_corruptions tables; ood_vs_sparsity,
                    ood_severity, ood_heatmap figures
-    ablation_m     ablation_m table (k-of-m uniform soups)
+    ablation_m     ablation_m table (SMS uniform chains with k = 1 (IMP) .. m ingredients)
+    subset_soups   subset_soups table (uniform soups of the first k of the m chain's ingredients)
     ablation_vary  ablation_vary table (ingredients by their value on soup.vary)
 
 Tables come as .csv, .md, .tex (booktabs) and .html; figures as .png and .pdf.
@@ -17,9 +18,10 @@ from __future__ import annotations
 TABLE_FORMATS = ("csv", "md", "tex", "html")
 FIGURE_FORMATS = ("png", "pdf")
 PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # part: (tables, figures)
-    "main": (("table", "ece"), ("accuracy_vs_sparsity", "soup_gain", "ingredients")),
+    "main": (("table", "ece", "mce", "claims"), ("accuracy_vs_sparsity", "soup_gain", "ingredients")),
     "ood": (("ood", "ood_corruptions"), ("ood_vs_sparsity", "ood_severity", "ood_heatmap")),
     "ablation_m": (("ablation_m",), ()),
+    "subset_soups": (("subset_soups",), ()),
     "ablation_vary": (("ablation_vary",), ()),
 }
 EXTRA_FILES = {"main": ("results.csv",)}  # the long per-seed results behind every table

@@ -19,9 +19,13 @@ from .. import layout
 from ..checkpoints import sha256
 
 DENSE_ROW = "Dense"
+ORACLE_PREFIX = "Best ingredient by test (oracle)"  # the authors' "best candidate": chosen on test data
 ENSEMBLE_ROW = "Prediction ensemble (not sparse)"
 # Scalar metrics carried into the tables; any of them may be absent from a file.
-METRICS = ("test_accuracy", "validation_accuracy", "sparsity", "ece", "worst_class_accuracy", "ood_accuracy")
+METRICS = (
+    "test_accuracy", "validation_accuracy", "sparsity", "ece", "mce", "worst_class_accuracy",
+    "ood_accuracy", "budget_epochs",
+)  # fmt: skip
 # Recipe fields an ingredient may vary in (`soup.vary`), as the checkpoint meta records them.
 AXES = ("weight_decay", "lr", "epochs", "schedule")
 
@@ -146,11 +150,13 @@ def _ingredient_rows(chain: str, label: str, phase: int, by_dir: dict[str, dict]
     if not ingredients:
         return []
     best = max(ingredients, key=lambda r: r["validation_accuracy"])  # chosen on validation
+    oracle = max(ingredients, key=lambda r: r["test_accuracy"])  # the authors' "best candidate"
     rows = [_row("", phase, r) for r in ingredients]
     mean = {key: sum(r[key] for r in rows) / len(rows) for key in METRICS}
     mean["ood"] = _mean_ood([r["ood"] for r in rows])
     return [
         _row(f"Best ingredient ({label})", phase, best),
+        _row(f"{ORACLE_PREFIX} ({label})", phase, oracle),
         {"method": f"Mean ingredient ({label})", "phase": phase, **mean},
     ]
 
@@ -166,9 +172,30 @@ def _extra_dirs(phase: int) -> dict[str, str]:
 
 
 def subset_sizes(by_dir: dict[str, dict]) -> list[int]:
-    """The k of the run's k-of-m uniform soups."""
+    """The k of the run's subset soups (first k of the uniform chain's m ingredients)."""
     names = {r.get("method", "") for r in by_dir.values() if r["kind"] == "soup"}
     return sorted(int(n[9:]) for n in names if n.startswith("uniform_k") and n[9:].isdigit())
+
+
+def ablation_chains(by_dir: dict[str, dict]) -> list[str]:
+    """The run's ablation chains over m (SMS uniform with k ingredients), by k."""
+    names = {r.get("method", "") for r in by_dir.values() if r["kind"] == "soup"}
+    return sorted((n for n in names if layout.ablation_size(n)), key=layout.ablation_size)
+
+
+def subset_label(k: int) -> str:
+    return f"Subset soup (first {k} of m, uniform chain)"
+
+
+def ablation_label(k: int) -> str:
+    return f"SMS uniform (m = {k})"
+
+
+def imp_dir(phase: int, by_dir: dict[str, dict]) -> str:
+    """IMP's model of a phase: its own phase-1 retrain when its recipe differed from
+    ingredient 0's, else the shared one (see recipes.imp_shares_phase1)."""
+    own = layout.chain_model_dir(layout.IMP, phase, imp_shared=False)
+    return own if own in by_dir else layout.chain_model_dir(layout.IMP, phase)
 
 
 def _phase_rows(phase: int, methods: list[str], by_dir: dict[str, dict]) -> list[dict]:
@@ -176,7 +203,7 @@ def _phase_rows(phase: int, methods: list[str], by_dir: dict[str, dict]) -> list
     ingredient, soup, k-of-m soups), GMP, soup-at-end, Lottery Pools, the ensemble."""
     extra = _extra_dirs(phase)
     singles = [
-        ("IMP", layout.chain_model_dir(layout.IMP, phase)),
+        ("IMP", imp_dir(phase, by_dir)),
         ("IMP (rewind)", extra["IMP (rewind)"]),
         ("IMP (m x budget)", layout.chain_model_dir(layout.IMP_BUDGET, phase)),
     ]
@@ -189,7 +216,10 @@ def _phase_rows(phase: int, methods: list[str], by_dir: dict[str, dict]) -> list
         if method == "uniform":
             for k in subset_sizes(by_dir):
                 if (record := by_dir.get(layout.soup_dir(layout.subset_soup(k), phase))) is not None:
-                    rows.append(_row(f"SMS uniform ({k} of m)", phase, record))
+                    rows.append(_row(subset_label(k), phase, record))
+    for chain in ablation_chains(by_dir):
+        if (record := by_dir.get(layout.chain_model_dir(chain, phase))) is not None:
+            rows.append(_row(ablation_label(layout.ablation_size(chain)), phase, record))
     others = [
         ("GMP", extra["GMP"]),
         ("GMP + SMS", extra["GMP + SMS"]),

@@ -9,7 +9,7 @@ model, so it is shown but never marked best.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -31,6 +31,7 @@ class Table:
     row_label: str = "method"
     higher_is_better: bool = True
     note: str = ""  # the reason when there is nothing to show
+    budgets: dict[str, float] = field(default_factory=dict)  # row: training epochs per phase
 
     @property
     def seeds(self) -> int:
@@ -66,8 +67,29 @@ def phase_table(results: pd.DataFrame, metric: str, stem: str, what: str, higher
     cells["key"] = "phase" + cells.key.astype(str)
     seeds = int(cells.seeds.max()) if not cells.empty else 0
     note = "" if not cells.empty else f"No {what} in the metrics files of {experiment} ('{metric}' missing)."
-    title = _title(what, experiment, seeds, " Ensemble excluded from the best.")
-    return Table(stem, title, experiment, metric, cells, higher_is_better=higher, note=note)
+    title = _title(what, experiment, seeds, f" Ensemble excluded from the best. {BUDGET_NOTE}")
+    return Table(
+        stem, title, experiment, metric, cells, higher_is_better=higher, note=note, budgets=budgets(results)
+    )
+
+
+BUDGET_COLUMN = "epochs/phase"
+BUDGET_NOTE = (
+    f"'{BUDGET_COLUMN}': training epochs spent per IMP phase (summed over a soup's ingredients; "
+    "Dense: pretraining epochs; GMP: its epochs after the dense stretch per phase), so rows "
+    "with equal numbers are at equal compute."
+)
+
+
+def budgets(results: pd.DataFrame) -> dict[str, float]:
+    """Each row's training budget, the mean over phases and seeds of `budget_epochs`."""
+    if "budget_epochs" not in results:
+        return {}
+    return results.dropna(subset=["budget_epochs"]).groupby("method").budget_epochs.mean().to_dict()
+
+
+def _budget_text(value: float | None) -> str:
+    return "" if value is None or np.isnan(value) else f"{value:.3g}"
 
 
 def corruption_table(results: pd.DataFrame) -> Table:
@@ -103,6 +125,9 @@ def display(table: Table, pm: str, bold: str = "") -> tuple[pd.DataFrame, pd.Dat
     best = cells.pivot(index="row", columns="header", values="best")
     wide = wide.reindex(index=rows, columns=columns).fillna("")
     best = best.reindex(index=rows, columns=columns).fillna(False).astype(bool)
+    if table.budgets:
+        wide.insert(0, BUDGET_COLUMN, [_budget_text(table.budgets.get(r)) for r in rows])
+        best.insert(0, BUDGET_COLUMN, False)
     wide.index.name, wide.columns.name = table.row_label, None
     return wide, best
 
@@ -133,6 +158,8 @@ def to_csv(table: Table) -> pd.DataFrame:
             columns = {"sparsity": f"{key}_sparsity", **columns}
         parts.append((_natural(pd.Series([key])).iloc[0], part[list(columns)].rename(columns=columns)))
     wide = pd.concat([p for _, p in sorted(parts, key=lambda item: item[0])], axis=1).reindex(rows)
+    if table.budgets:
+        wide.insert(0, "budget_epochs", [table.budgets.get(r, np.nan) for r in rows])
     wide["seeds"] = table.cells.groupby("row").seeds.max().reindex(rows)
     wide.index.name = table.row_label
     return wide.reset_index().assign(experiment=table.experiment)[
@@ -215,26 +242,45 @@ def _phase_rows_table(data: pd.DataFrame, order: list[str], stem: str, title: st
     cells = summarise(data, "test_accuracy", "row", "phase", _phase_headers(data))
     cells["key"] = "phase" + cells.key.astype(str)
     title = _title(title, experiment, int(cells.seeds.max()))
-    return Table(stem, title, experiment, "test_accuracy", cells, row_label="model")
+    spent = budgets(data.drop(columns="method", errors="ignore").rename(columns={"row": "method"}))
+    return Table(stem, title, experiment, "test_accuracy", cells, row_label="model", budgets=spent)
 
 
 def ablation_m_table(results: pd.DataFrame, ingredients: pd.DataFrame) -> Table:
-    """Uniform soups of the first k of the m ingredients, k = 1 (ingredient 0) .. m (SMS uniform)."""
+    """SMS uniform with m = 1 (IMP), each ablation chain's k, and the experiment's m."""
+    experiment = str(results.experiment.iloc[0])
+    chains = results[results.method.str.fullmatch(r"SMS uniform \(m = \d+\)")]
+    if chains.empty:
+        note = f"No ablation chains over m in the metrics files of {experiment} (soup.ablation_m is empty)."
+        return _phase_rows_table(results.iloc[:0], [], "ablation_m", "", note)
+    m = int(ingredients[ingredients.chain == "uniform"]["index"].max()) + 1 if not ingredients.empty else None
+    ks = sorted(set(chains.method.str.extract(r"m = (\d+)")[0].astype(int)))
+    imp = results[results.method == "IMP"].assign(row="m = 1 (IMP)")
+    middle = chains.assign(row=chains.method.str.extract(r"\((m = \d+)\)")[0])
+    full = results[results.method == "SMS uniform"].assign(row=f"m = {m} (SMS uniform)")
+    order = ["m = 1 (IMP)", *[f"m = {k}" for k in ks], f"m = {m} (SMS uniform)"]
+    what = "Test accuracy (%) of SMS uniform chains with m ingredients per phase"
+    return _phase_rows_table(pd.concat([imp, middle, full], ignore_index=True), order, "ablation_m", what, "")
+
+
+def subset_soups_table(results: pd.DataFrame, ingredients: pd.DataFrame) -> Table:
+    """Uniform soups of the first k of the m chain's ingredients, k = 1 (ingredient 0) .. m
+    (SMS uniform); not SMS with k ingredients, which `ablation_m_table` shows."""
     chain = ingredients[ingredients.chain == "uniform"]
-    subsets = results[results.method.str.fullmatch(r"SMS uniform \(\d+ of m\)")]
+    subsets = results[results.method.str.fullmatch(r"Subset soup \(first \d+ of m, uniform chain\)")]
     experiment = str(results.experiment.iloc[0])
     if chain.empty or subsets.empty:
-        note = f"No k-of-m soups in the metrics files of {experiment} (soup.subset_sizes is empty)."
-        return _phase_rows_table(results.iloc[:0], [], "ablation_m", "", note)
+        note = f"No subset soups in the metrics files of {experiment} (soup.subset_sizes is empty)."
+        return _phase_rows_table(results.iloc[:0], [], "subset_soups", "", note)
     m = int(chain["index"].max()) + 1
     first = chain[chain["index"] == 0].assign(row="k = 1 (ingredient 0)")
-    ks = subsets.method.str.extract(r"\((\d+) of m\)")[0].astype(int)
+    ks = subsets.method.str.extract(r"first (\d+) of m")[0].astype(int)
     middle = subsets.assign(row="k = " + ks.astype(str))
     full = results[results.method == "SMS uniform"].assign(row=f"k = {m} (SMS uniform)")
     data = pd.concat([first, middle, full], ignore_index=True)
     order = ["k = 1 (ingredient 0)", *[f"k = {k}" for k in sorted(set(ks))], f"k = {m} (SMS uniform)"]
-    what = f"Test accuracy (%) of the uniform soup of the first k of m = {m} ingredients"
-    return _phase_rows_table(data, order, "ablation_m", what, "")
+    what = f"Test accuracy (%) of the uniform soup of the first k of SMS uniform's m = {m} ingredients"
+    return _phase_rows_table(data, order, "subset_soups", what, "")
 
 
 def ablation_vary_table(results: pd.DataFrame, ingredients: pd.DataFrame) -> Table:

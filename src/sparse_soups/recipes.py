@@ -1,0 +1,68 @@
+"""The hyperparameters of every retrain: what makes a comparison like for like.
+
+SMS ingredients differ in one hyperparameter (`soup.vary`); everything else comes from
+the experiment. The IMP baselines never take an ingredient's value: IMP and IMP with m
+times the budget always retrain with the experiment's own weight decay and peak LR
+(pretraining's), `retrain.epochs` and `retrain.schedule`, so changing `soup.vary` leaves
+them untouched. Kept free of torch, so the workflow can plan with it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from . import layout
+from .config import Settings
+
+BASELINE_LINEAGES = (layout.IMP, layout.IMP_BUDGET)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The hyperparameters of one retrain: pretraining's, except along the varied axis."""
+
+    weight_decay: float
+    lr: float
+    epochs: int
+    schedule: str
+    seed_index: int  # which seed label the batch order and augmentation come from
+
+
+def baseline_recipe(settings: Settings, budget: int = 1) -> Recipe:
+    """IMP's recipe: the experiment's own hyperparameters, `budget` times the retrain epochs."""
+    return Recipe(
+        weight_decay=settings.pretrain.weight_decay,
+        lr=settings.pretrain.lr,
+        epochs=settings.retrain.epochs * budget,
+        schedule=settings.retrain.schedule,
+        seed_index=0,
+    )
+
+
+def ingredient_recipe(settings: Settings, index: int) -> Recipe:
+    """Ingredient `index` takes the index-th value of `soup.vary`; along any axis but the
+    seed all ingredients share seed 0, so they differ in exactly one hyperparameter."""
+    base = baseline_recipe(settings)
+    axis = settings.soup.vary
+    if axis == "seed":
+        return Recipe(base.weight_decay, base.lr, base.epochs, base.schedule, seed_index=index)
+    values = {**asdict(base), axis: settings.soup.values[index], "seed_index": 0}
+    return Recipe(**values)
+
+
+def retrain_recipe(settings: Settings, lineage: str, index: int) -> Recipe:
+    """The recipe of the retrain in `{lineage}/phase{p}/ingredient{index}`.
+
+    IMP is index 0 of its lineage; its other indices are the extra retrains that
+    soup-at-end averages with it, which vary like the SMS ingredients do."""
+    if lineage == layout.IMP:
+        return baseline_recipe(settings) if index == 0 else ingredient_recipe(settings, index)
+    if lineage == layout.IMP_BUDGET:
+        return baseline_recipe(settings, budget=settings.soup.ingredients)
+    return ingredient_recipe(settings, index)
+
+
+def imp_shares_phase1(settings: Settings) -> bool:
+    """Whether IMP's phase-1 retrain is the SMS chains' ingredient 0 (same recipe, same
+    parent): then it is trained once, under `dense/phase1/`; otherwise IMP has its own."""
+    return ingredient_recipe(settings, 0) == baseline_recipe(settings)
