@@ -8,7 +8,9 @@ three seeds fit the time budget. Each candidate runs the library's own steps (pr
 retrain, soup, evaluation with BatchNorm recalibration of every model) for the dense
 model, the IMP chain and the SMS uniform chain, on real Fashion-MNIST, for two seeds,
 two candidates at a time on the 2-core machine. Soups are measured only to describe the
-regimes; the criteria above decide, not which method wins.
+regimes; the criteria above decide, not which method wins. With a linear decay of the LR to 0
+the training loss keeps falling to the last epoch (annealing), so "flattened" is read
+from the loss level and its drop over the last tenth of pretraining, side by side.
 
     python benchmarks/regime_study.py            # all candidates (about 25 minutes on 2 cores)
     python benchmarks/regime_study.py --quick    # one tiny candidate, one seed (a check)
@@ -25,7 +27,7 @@ import statistics
 import sys
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import yaml
@@ -181,7 +183,7 @@ def summarise(runs: list[dict]) -> list[dict]:
         imp1 = [r["test"]["imp"][0] - r["test"]["dense"][0] for r in mine]
         final = {k: [r["test"][k][-1] for r in mine] for k in ("imp", "sms_uniform", "mean_ingredient")}
         curve = [statistics.mean(c) for c in zip(*(r["dense_loss_curve"] for r in mine), strict=True)]
-        tail = max(1, len(curve) // 5)  # the last fifth of pretraining
+        tail = max(1, len(curve) // 10)  # the last tenth of pretraining
         flattening = (curve[-tail - 1] - curve[-1]) / max(curve[-tail - 1], 1e-12)
         std = statistics.stdev(dense) if len(dense) > 1 else float("nan")
         settings = mine[0]["settings"]
@@ -189,14 +191,14 @@ def summarise(runs: list[dict]) -> list[dict]:
             "candidate": name, "seeds": len(mine),
             "final_sparsity": settings["prune"]["sparsity"],
             "dense_test": statistics.mean(dense), "dense_std": std,
-            "dense_final_loss": curve[-1], "loss_drop_last_fifth": flattening,
+            "dense_final_loss": curve[-1], "loss_drop_last_tenth": flattening,
             "imp_phase1_minus_dense": statistics.mean(imp1),
             "imp_final_minus_dense": statistics.mean(final["imp"]) - statistics.mean(dense),
             "sms_final_minus_imp": statistics.mean(final["sms_uniform"]) - statistics.mean(final["imp"]),
             "mean_ingredient_final_minus_imp": statistics.mean(final["mean_ingredient"])
             - statistics.mean(final["imp"]),
             "cpu_s_per_seed": statistics.mean(r["cpu_s"] for r in mine),
-            "converged": statistics.mean(imp1) <= (std if std == std else 0.0) and flattening < 0.05,
+            "imp_phase1_within_1std": statistics.mean(imp1) <= (std if std == std else 0.0),
             "sparsity_costs_imp": statistics.mean(final["imp"]) < statistics.mean(dense),
         })  # fmt: skip
     return table
@@ -242,7 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="one tiny candidate, one seed")
     parser.add_argument("--workers", type=int, default=2, help="candidates trained at once (1 thread each)")
     parser.add_argument("--only", nargs="*", help="run only these candidates")
+    parser.add_argument("--summarise", action="store_true", help="rewrite the table and figure from the JSON")
     args = parser.parse_args(argv)
+    if args.summarise:
+        runs = json.loads((RESULTS / "regime_study.json").read_text())["runs"]
+        write_outputs(runs, summarise(runs), RESULTS, "regime_study")
+        print((RESULTS / "regime_study.md").read_text())
+        return 0
     chosen = {k: v for k, v in CANDIDATES.items() if not args.only or k in args.only}
     candidates = QUICK if args.quick else chosen
     seeds = (0,) if args.quick else SEEDS
@@ -251,7 +259,14 @@ def main(argv: list[str] | None = None) -> int:
         with ProcessPoolExecutor(args.workers) as pool:
             jobs = [(n, o, s) for n, o in candidates.items() for s in seeds]
             futures = [pool.submit(run_candidate, n, o, s, data) for n, o, s in jobs]
-            runs = [f.result() for f in futures]
+            runs = []
+            for future in as_completed(futures):  # each run kept as it ends: a long study shows progress
+                runs.append(future.result())
+                partial = RESULTS / f"{'regime_study_quick' if args.quick else 'regime_study'}.partial.json"
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps(runs, indent=1) + "\n")
+                print(f"done: {runs[-1]['candidate']} seed {runs[-1]['seed']}", flush=True)
+    runs.sort(key=lambda r: (list(candidates).index(r["candidate"]), r["seed"]))
     table = summarise(runs)
     stem = "regime_study_quick" if args.quick else "regime_study"
     write_outputs(runs, table, RESULTS, stem)

@@ -296,7 +296,8 @@ def _dry_run_jobs(tmp_path: Path, experiment: dict) -> list[tuple[str, list[str]
             continue
         fields = dict(re.findall(r"^\s+(input|output): (.*)$", block, re.MULTILINE))
         split = [f.strip() for f in fields.get("input", "").split(",") if f.strip()]
-        jobs.append((match.group(1), split, [f.strip() for f in fields.get("output", "").split(",")]))
+        outputs = [f.strip().removesuffix(" (update)") for f in fields.get("output", "").split(",")]
+        jobs.append((match.group(1), split, outputs))
     return jobs
 
 

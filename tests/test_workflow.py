@@ -52,10 +52,11 @@ def test_report_has_every_method_and_soups_have_their_phase_sparsity(smoke_run, 
     wide = pd.read_csv(directory / "results/smoke/report/table.csv")
     assert list(wide.method) == [
         "Dense", "IMP", "IMP (m x budget)", "Best ingredient (SMS uniform)",
-        "Mean ingredient (SMS uniform)", "SMS uniform", "SMS uniform (2 of m)",
-        "Best ingredient (SMS greedy)", "Mean ingredient (SMS greedy)", "SMS greedy",
-        "Soup at end (IMP, last phase)", "Lottery Pools (interp)", "Lottery Pools (avg)",
-        "Prediction ensemble (not sparse)",
+        "Best ingredient by test (oracle) (SMS uniform)", "Mean ingredient (SMS uniform)", "SMS uniform",
+        "Subset soup (first 2 of m, uniform chain)", "Best ingredient (SMS greedy)",
+        "Best ingredient by test (oracle) (SMS greedy)", "Mean ingredient (SMS greedy)", "SMS greedy",
+        "SMS uniform (m = 2)", "Soup at end (IMP, last phase)", "Lottery Pools (interp)",
+        "Lottery Pools (avg)", "Prediction ensemble (not sparse)",
     ]  # fmt: skip
     assert wide.loc[wide.method == "Soup at end (IMP, last phase)", "phase1_test_accuracy"].isna().all()
     assert wide.loc[wide.method == "Soup at end (IMP, last phase)", "phase2_test_accuracy"].notna().all()
@@ -70,9 +71,31 @@ def test_report_has_every_method_and_soups_have_their_phase_sparsity(smoke_run, 
         assert metrics["sparsity"] == pytest.approx(metrics["target_sparsity"], abs=1e-3)
         assert total > 0
         soups += 1
-    # smoke: (uniform, greedy, uniform_k2) x 2 phases x 2 seeds + soup_at_end x 2 seeds;
-    # smoke_uniform: the uniform soup of its one phase (soup-at-end would be the same)
-    assert soups == 3 * 2 * 2 + 2 + 1
+    # smoke: (uniform, greedy, uniform_k2, uniform_m2) x 2 phases x 2 seeds + soup_at_end x 2
+    # seeds; smoke_uniform: the uniform soup of its one phase (soup-at-end would be the same)
+    assert soups == 4 * 2 * 2 + 2 + 1
+    # soup-at-end averages IMP with m - 1 other retrains, so it is not IMP itself
+    for seed in (0, 1):
+        run = directory / f"results/smoke/seed{seed}"
+        soup_at_end = json.loads((run / "soup_at_end/phase2/soup/metrics.json").read_text())
+        assert len(set(soup_at_end["ingredient_sha256"])) == 3
+
+
+def test_every_evaluated_model_was_recalibrated_and_claims_are_tested(smoke_run) -> None:
+    """The same BatchNorm treatment for every row, and the claims table of two seeds."""
+    directory, _ = smoke_run
+    records = [json.loads(p.read_text()) for p in (directory / "results").rglob("metrics.json")]
+    assert records and all(r["bn_recalibrated"] is True for r in records)
+    claims = pd.read_csv(directory / "results/smoke/report/claims.csv")
+    assert {"SMS uniform vs IMP", "SMS greedy vs IMP (m x budget)"} <= set(claims.claim)
+    assert (claims.seeds == 2).all() and claims.ci_low.notna().all()
+    assert set(claims.verdict) <= {"better", "worse", "not distinguishable"}
+    # smoke_uniform's ingredient 0 retrains with another schedule than IMP: IMP has its own phase 1
+    run = directory / "results/smoke_uniform/seed0"
+    imp = json.loads((run / "imp/phase1/ingredient0/metrics.json").read_text())
+    assert imp["recipe"]["schedule"] == "allr" and imp["lineage"] == "imp"
+    first = json.loads((run / "dense/phase1/ingredient0/metrics.json").read_text())
+    assert first["recipe"]["schedule"] == "lrw"
 
 
 def test_metrics_carry_checksums_and_runs_carry_provenance(smoke_run) -> None:
@@ -130,7 +153,13 @@ def test_changed_metrics_rerun_only_that_experiments_report_jobs(smoke_run) -> N
     stats = log[log.index("Job stats:") :].split("\n\n")[0].splitlines()[3:]
     counts = {line.split()[0]: int(line.split()[1]) for line in stats}
     total = counts.pop("total")
-    assert counts == {"report": 1, "report_ood": 1, "report_ablation_m": 1, "all": 1}  # smoke's parts
+    assert counts == {
+        "report": 1,
+        "report_ood": 1,
+        "report_ablation_m": 1,
+        "report_subset_soups": 1,
+        "all": 1,
+    }
     assert total == 4
     outputs = [line for line in log.splitlines() if line.strip().startswith("output:")]
     assert outputs and all("results/smoke/report/" in line for line in outputs)
