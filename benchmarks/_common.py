@@ -19,8 +19,8 @@ from typing import Any
 import torch
 import yaml
 
-from sparse_soups.checkpoints import Checkpoint, CheckpointError
 from sparse_soups.config import Settings
+from sparse_soups.kernels.checkpoints import Checkpoint, CheckpointError
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"

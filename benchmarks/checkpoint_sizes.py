@@ -2,7 +2,7 @@
 
 Why: a study writes P x m x seeds x methods checkpoints, and on a shared file system their
 size is what fills quotas. The package stores each pruned weight tensor as its kept values
-and a bit-packed mask (`sparse_soups.checkpoints.pack_sparse`); this measures what that
+and a bit-packed mask (`sparse_soups.kernels.checkpoints.pack_sparse`); this measures what that
 saves against the obvious format, `torch.save` of the state dict with boolean masks
 beside it, at the default config's sparsity after every IMP phase.
 
@@ -21,9 +21,14 @@ from typing import Any
 import _common
 import torch
 
-from sparse_soups.checkpoints import Checkpoint
-from sparse_soups.models import build_model
-from sparse_soups.pruning import dense_masks, global_magnitude_masks, prunable_parameters, target_density
+from sparse_soups.kernels.checkpoints import Checkpoint
+from sparse_soups.kernels.models import build_model
+from sparse_soups.kernels.pruning import (
+    dense_masks,
+    global_magnitude_masks,
+    prunable_parameters,
+    target_density,
+)
 
 
 def naive_bytes(state_dict: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]) -> int:

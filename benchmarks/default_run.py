@@ -22,7 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from sparse_soups.config import Settings
-from sparse_soups.data import load_prepared
+from sparse_soups.kernels.data import load_prepared
 
 REPO = Path(__file__).resolve().parents[1]
 # Benchmark files are named after their rule (`evaluate/` is a directory); GMP + SMS's

@@ -27,7 +27,7 @@ import torch
 from PIL import Image
 
 from sparse_soups.config import DataSettings
-from sparse_soups.data import load_prepared, prepare_dataset
+from sparse_soups.kernels.data import load_prepared, prepare_dataset
 
 CLASSES = 8
 SIZE = (500, 375)  # width, height

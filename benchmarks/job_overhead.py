@@ -26,10 +26,10 @@ from typing import Any
 import _common
 from default_run import rule_times
 
-from sparse_soups.checkpoints import Checkpoint
 from sparse_soups.config import Settings
-from sparse_soups.data import load_prepared
-from sparse_soups.training import make_reproducible
+from sparse_soups.kernels.checkpoints import Checkpoint
+from sparse_soups.kernels.data import load_prepared
+from sparse_soups.kernels.training import make_reproducible
 
 CHECKPOINTS = {"dense": "seed0/dense/model.pt", "sparse90": "seed0/uniform/phase3/ingredient0/model.pt"}
 STARTUP = {

@@ -95,10 +95,10 @@ def _settings(name: str, overrides: dict):
 
 def _score(settings, dataset, path: Path) -> tuple[float, float]:
     """Test and validation accuracy after BatchNorm recalibration (as every model is scored)."""
-    from sparse_soups.checkpoints import Checkpoint
-    from sparse_soups.evaluation import accuracy
-    from sparse_soups.models import build_model
-    from sparse_soups.soups import recalibrate_batchnorm
+    from sparse_soups.kernels.checkpoints import Checkpoint
+    from sparse_soups.kernels.evaluation import accuracy
+    from sparse_soups.kernels.models import build_model
+    from sparse_soups.kernels.soups import recalibrate_batchnorm
 
     model = build_model(settings.model, dataset.in_channels, dataset.num_classes)
     model.load_state_dict(Checkpoint.load(path).state_dict)
@@ -110,9 +110,9 @@ def run_candidate(name: str, overrides: dict, seed: int, data: Path) -> dict:
     """Dense, IMP chain and SMS uniform chain of one candidate and seed."""
     import torch
 
-    from sparse_soups import steps
-    from sparse_soups.data import load_prepared
-    from sparse_soups.training import make_reproducible
+    from sparse_soups import jobs
+    from sparse_soups.kernels.data import load_prepared
+    from sparse_soups.kernels.training import make_reproducible
 
     make_reproducible(1)
     settings = _settings(name, overrides)
@@ -121,16 +121,16 @@ def run_candidate(name: str, overrides: dict, seed: int, data: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         history: list = []
-        original_train = steps.train
+        original_train = jobs.train
 
         def recording_train(*args, **kwargs):
             result = original_train(*args, **kwargs)
             history.append(result.history)
             return result
 
-        steps.train = recording_train
+        jobs.train = recording_train
         try:
-            steps.pretrain(settings, data, seed, root / "dense.pt")
+            jobs.pretrain(settings, data, seed, root / "dense.pt")
             dense_curve = [r.train_loss for r in history[0]]
             rows = {"dense": [_score(settings, dataset, root / "dense.pt")]}
             m, phases = settings.soup.ingredients, settings.prune.phases
@@ -139,22 +139,22 @@ def run_candidate(name: str, overrides: dict, seed: int, data: Path) -> dict:
             for phase in range(1, phases + 1):
                 imp = root / f"imp{phase}.pt"
                 lineage = "dense" if phase == 1 else "imp"
-                steps.retrain(settings, data, imp_parent, lineage, phase, 0, seed, imp)
+                jobs.retrain(settings, data, imp_parent, lineage, phase, 0, seed, imp)
                 rows["imp"].append(_score(settings, dataset, imp))
                 ingredients = [imp] if phase == 1 else []
                 for index in range(len(ingredients), m):
                     path = root / f"uniform{phase}_{index}.pt"
                     lineage = "dense" if phase == 1 else "uniform"
-                    steps.retrain(settings, data, uniform_parent, lineage, phase, index, seed, path)
+                    jobs.retrain(settings, data, uniform_parent, lineage, phase, index, seed, path)
                     ingredients.append(path)
                 scores = [_score(settings, dataset, p) for p in ingredients]
                 rows["mean_ingredient"].append(tuple(statistics.mean(s[i] for s in scores) for i in (0, 1)))
                 soup = root / f"soup{phase}.pt"
-                steps.soup(settings, data, "uniform", ingredients, soup)
+                jobs.soup(settings, data, "uniform", ingredients, soup)
                 rows["sms_uniform"].append(_score(settings, dataset, soup))
                 imp_parent, uniform_parent = imp, soup
         finally:
-            steps.train = original_train
+            jobs.train = original_train
     del torch
     return {
         "candidate": name, "seed": seed, "settings": dataclasses.asdict(settings),
@@ -166,7 +166,7 @@ def run_candidate(name: str, overrides: dict, seed: int, data: Path) -> dict:
 
 
 def _prepare(directory: Path) -> Path:
-    from sparse_soups.data import prepare_dataset
+    from sparse_soups.kernels.data import prepare_dataset
 
     settings = _settings("prepare", {})
     out = directory / "data.pt"

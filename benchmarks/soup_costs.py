@@ -7,8 +7,8 @@ workflow's thread count (1):
 - the pieces: `average_state_dicts` of the m ingredients, one `recalibrate_batchnorm`
   (on the settings' share of the training split), one validation evaluation;
 - whole steps as a job runs them, minus process start (see job_overhead.json):
-  `steps.soup(method="uniform")`, `steps.soup(method="greedy")` (m + m - 1 averages,
-  recalibrations and validation passes), and `steps.retrain` of one phase-3 ingredient
+  `jobs.soup(method="uniform")`, `jobs.soup(method="greedy")` (m + m - 1 averages,
+  recalibrations and validation passes), and `jobs.retrain` of one phase-3 ingredient
   of the uniform chain from its phase-2 soup (the unit souping is compared against).
 
 Lottery Pools (interpolating ingredients of different masks) is not in the package, so
@@ -28,13 +28,13 @@ from typing import Any
 import _common
 import torch
 
-from sparse_soups import steps
-from sparse_soups.checkpoints import Checkpoint
-from sparse_soups.data import load_prepared
-from sparse_soups.evaluation import accuracy
-from sparse_soups.models import build_model
-from sparse_soups.soups import average_state_dicts, recalibrate_batchnorm
-from sparse_soups.training import make_reproducible, pick_device
+from sparse_soups import jobs
+from sparse_soups.kernels.checkpoints import Checkpoint
+from sparse_soups.kernels.data import load_prepared
+from sparse_soups.kernels.evaluation import accuracy
+from sparse_soups.kernels.models import build_model
+from sparse_soups.kernels.soups import average_state_dicts, recalibrate_batchnorm
+from sparse_soups.kernels.training import make_reproducible, pick_device
 
 RUN = "seed0"
 PHASE = 3
@@ -82,10 +82,10 @@ def main() -> None:
             ),
         }
         for method in ("uniform", "greedy"):
-            soup = partial(steps.soup, settings, data, method, ingredients, scratch / f"{method}.pt", device)
+            soup = partial(jobs.soup, settings, data, method, ingredients, scratch / f"{method}.pt", device)
             timings[f"soup_step_{method}"] = _common.repeat(soup, repeats, warmup=0, device=device)
         retrain = partial(
-            steps.retrain, settings, data, parent, CHAIN, PHASE, 0, 0, scratch / "retrain.pt", device
+            jobs.retrain, settings, data, parent, CHAIN, PHASE, 0, 0, scratch / "retrain.pt", device
         )
         timings["retrain_one_ingredient"] = _common.repeat(retrain, repeats, warmup=0, device=device)
 
@@ -95,7 +95,7 @@ def main() -> None:
         "machine": _common.machine(device),
         "setting": {
             "ingredients": f"{RUN}/{CHAIN}/phase{PHASE}/ingredient0..{m - 1} (90% sparse)",
-            "retrain": f"steps.retrain from {RUN}/{CHAIN}/phase{PHASE - 1}/soup, "
+            "retrain": f"jobs.retrain from {RUN}/{CHAIN}/phase{PHASE - 1}/soup, "
             f"{settings.retrain.epochs} epochs of {len(dataset.train)} images",
             "bn_recalibration_images": len(share),
             "validation_images": len(dataset.val),

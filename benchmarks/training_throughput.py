@@ -4,7 +4,7 @@ Why: nearly all of the workflow's compute is SGD epochs (pretraining and the m *
 retrains). This measures, in one process and interleaved so that machine noise hits
 every variant alike:
 
-- `package_dense`, `package_sparse90`: `sparse_soups.training.train` for one epoch, with
+- `package_dense`, `package_sparse90`: `sparse_soups.kernels.training.train` for one epoch, with
   dense masks and with 90%-sparse global magnitude masks;
 - `minimal`: a hand-written loop doing the same work (same model, optimizer settings,
   batch size, in-memory normalized tensors, `augment_batch`) without the package's
@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from torchvision import transforms
 
 from sparse_soups.config import Settings
-from sparse_soups.data import (
+from sparse_soups.kernels.data import (
     DEBIAN_FASHION_MNIST,
     Dataset,
     _stage_for_torchvision,
@@ -47,10 +47,10 @@ from sparse_soups.data import (
     find_raw_dir,
     load_prepared,
 )
-from sparse_soups.models import build_model
-from sparse_soups.pruning import dense_masks, global_magnitude_masks
-from sparse_soups.schedules import retrain_schedule
-from sparse_soups.training import make_reproducible, pick_device, train
+from sparse_soups.kernels.models import build_model
+from sparse_soups.kernels.pruning import dense_masks, global_magnitude_masks
+from sparse_soups.kernels.schedules import retrain_schedule
+from sparse_soups.kernels.training import make_reproducible, pick_device, train
 
 Epoch = Callable[[int], None]  # one epoch of training, given a seed
 

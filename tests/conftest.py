@@ -14,7 +14,7 @@ import torch
 import yaml
 
 from sparse_soups.config import DataSettings, Settings
-from sparse_soups.data import Dataset, load_prepared, prepare_dataset
+from sparse_soups.kernels.data import Dataset, load_prepared, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 

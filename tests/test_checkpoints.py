@@ -5,17 +5,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparse_soups import steps
-from sparse_soups.checkpoints import (
+from sparse_soups import jobs
+from sparse_soups.config import Settings
+from sparse_soups.kernels.checkpoints import (
     Checkpoint,
     CheckpointError,
     atomic_torch_save,
     pack_sparse,
     unpack_sparse,
 )
-from sparse_soups.config import Settings
-from sparse_soups.models import SmallCNN
-from sparse_soups.pruning import apply_masks, dense_masks, global_magnitude_masks
+from sparse_soups.kernels.models import SmallCNN
+from sparse_soups.kernels.pruning import apply_masks, dense_masks, global_magnitude_masks
 
 
 def _checkpoint(width: int = 4) -> Checkpoint:
@@ -64,7 +64,7 @@ def test_checkpoint_of_another_architecture_is_named(
     _checkpoint(width=8).save(path)
     settings = Settings.from_dict({"data": {"root": str(idx_dir)}, "model": {"width": 4}})
     with pytest.raises(CheckpointError, match=f"{path}.*does not fit model 'cnn'"):
-        steps.evaluate(settings, prepared_path, path, tmp_path / "metrics.json")
+        jobs.evaluate(settings, prepared_path, path, tmp_path / "metrics.json")
     assert not (tmp_path / "metrics.json").exists()
 
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 
 from sparse_soups.config import ComputeSettings, DataSettings, PretrainSettings, RetrainSettings
-from sparse_soups.evaluation import accuracy
-from sparse_soups.models import SmallCNN
-from sparse_soups.pruning import dense_masks, global_magnitude_masks, prunable_parameters
-from sparse_soups.schedules import retrain_schedule
-from sparse_soups.training import train
+from sparse_soups.kernels.evaluation import accuracy
+from sparse_soups.kernels.models import SmallCNN
+from sparse_soups.kernels.pruning import dense_masks, global_magnitude_masks, prunable_parameters
+from sparse_soups.kernels.schedules import retrain_schedule
+from sparse_soups.kernels.training import train
 
 
 @pytest.mark.parametrize(

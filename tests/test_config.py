@@ -6,35 +6,38 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparse_soups.config import Settings, SettingsError, config_problems
+from sparse_soups.config import Settings, SettingsError
+from sparse_soups.validation import config_problems
 from tests.conftest import REPO
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
 
-def _schema_defaults(schema: dict) -> dict:
-    """The defaults the schema fills into an empty experiment."""
-    defaults = {}
-    for key, spec in schema["properties"].items():
-        if spec.get("type") == "object":
-            defaults[key] = _schema_defaults(spec)
-        else:
-            defaults[key] = spec["default"]
-    return defaults
+def _keys(schema: dict) -> dict:
+    """The experiment's keys as the schema declares them (nested sections as dicts)."""
+    return {
+        key: _keys(spec) if spec.get("type") == "object" and "properties" in spec else None
+        for key, spec in schema["properties"].items()
+    }
 
 
-def _lists(value):
-    if isinstance(value, dict):
-        return {k: _lists(v) for k, v in value.items()}
-    return list(value) if isinstance(value, tuple) else value
+def _defaults_in(schema: object) -> list[object]:
+    if isinstance(schema, dict):
+        return ["default" in schema] + [d for v in schema.values() for d in _defaults_in(v)]
+    return [d for v in schema for d in _defaults_in(v)] if isinstance(schema, list) else []
 
 
-def test_schema_defaults_match_dataclass_defaults() -> None:
+def test_defaults_are_declared_once_in_the_dataclasses() -> None:
+    """The schema names every settings key and declares no default for any of them: a
+    default lives in its dataclass only, and validation fills it in from there."""
     schema = yaml.safe_load(SCHEMA.read_text())
-    from_schema = _schema_defaults(schema["$defs"]["experiment"])
-    from_dataclasses = _lists(Settings().to_dict())
-    from_dataclasses.pop("name")
-    assert from_schema == from_dataclasses
+    experiment = schema["$defs"]["experiment"]
+    assert not any(_defaults_in(experiment))
+    defaults = Settings().to_dict()
+    defaults.pop("name")
+    assert _keys(experiment) == {
+        k: ({kk: None for kk in v} if isinstance(v, dict) else None) for k, v in defaults.items()
+    }
 
 
 def test_unknown_key_is_named_with_its_path() -> None:

@@ -7,14 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_soups.corruptions import (
-    ALL,
-    EXTRA,
-    STANDARD,
-    corrupt,
-    read_corrupted,
-    write_corrupted_dataset,
-)
+from sparse_soups.kernels.corruptions import ALL, EXTRA, STANDARD, corrupt
+from sparse_soups.kernels.ood_sets import read_corrupted, write_corrupted_dataset
 
 # the deviation from the clean image grows with severity for these (glass blur, elastic
 # transform, pixelate, frost, snow (severities 2-3) and spatter do not in Hendrycks' own

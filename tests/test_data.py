@@ -7,17 +7,17 @@ import pytest
 import torch
 import torchvision
 
-from sparse_soups import data as data_module
-from sparse_soups.checkpoints import load_torch_file
 from sparse_soups.config import DataSettings
-from sparse_soups.data import (
+from sparse_soups.kernels import datasets
+from sparse_soups.kernels.checkpoints import load_torch_file
+from sparse_soups.kernels.data import (
     DataNotFoundError,
     augment_batch,
-    find_raw_dir,
     iterate_batches,
     load_prepared,
     prepare_dataset,
 )
+from sparse_soups.kernels.datasets import find_raw_dir
 from tests.conftest import make_idx_dataset
 
 
@@ -59,7 +59,7 @@ def test_prepare_reads_idx_through_torchvision_and_holds_out_validation(
 
 
 def test_missing_data_fails_with_instructions(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(data_module, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
+    monkeypatch.setattr(datasets, "DEBIAN_FASHION_MNIST", tmp_path / "no-debian-package")
     # a mirror on the loopback interface that refuses connections: the download fails fast
     monkeypatch.setattr(torchvision.datasets.FashionMNIST, "mirrors", ["http://127.0.0.1:9/"])
     settings = DataSettings(root=None, download_root=str(tmp_path / "dl"))

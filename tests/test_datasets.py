@@ -13,14 +13,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import torchvision
 
-from sparse_soups.data import DataError, DataNotFoundError
-from sparse_soups.datasets import (
+from sparse_soups.kernels.data import DataError, DataNotFoundError
+from sparse_soups.kernels.datasets import (
     Source,
     augment_for,
     load_torchvision_dataset,
     rotate_batch,
 )
+from sparse_soups.registry import DATASETS
 from tests.conftest import write_idx
 
 
@@ -155,10 +157,8 @@ def test_cifar100_augmentation_rotates_per_sample_deterministically() -> None:
 
 
 def test_prepare_dataset_reads_cifar_copy(server, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import torchvision
-
     from sparse_soups.config import DataSettings
-    from sparse_soups.data import prepare_dataset
+    from sparse_soups.kernels.data import prepare_dataset
 
     url, served = server
     archive, checksums, _ = cifar_archive("cifar10")
@@ -184,3 +184,48 @@ def test_prepare_dataset_reads_cifar_copy(server, tmp_path: Path, monkeypatch: p
         32,
     )
     assert prepared["test_images"].shape == (6, 3, 32, 32) and prepared["train_images"].dtype == torch.uint8
+
+
+class Toy(torchvision.datasets.MNIST):
+    """A torchvision-style dataset of its own: MNIST's reader on files under `<root>/Toy/raw`."""
+
+
+def test_registered_torchvision_dataset_is_prepared(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sparse_soups.config import DataSettings
+    from sparse_soups.kernels.data import load_prepared, prepare_dataset
+
+    monkeypatch.setattr(DATASETS, "_entries", dict(DATASETS._entries))  # the registration is undone
+    DATASETS.register(
+        "toy", "sparse_soups.kernels.datasets:load_torchvision", torchvision_class=Toy, train_size=12,
+        augmentation=(1, True, 0.0), streamed=False,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    raw = tmp_path / "toy" / "Toy" / "raw"
+    raw.mkdir(parents=True)
+    arrays = {
+        "train-images-idx3-ubyte": rng.integers(0, 256, size=(12, 8, 8)),
+        "train-labels-idx1-ubyte": np.arange(12) % 3,
+        "t10k-images-idx3-ubyte": rng.integers(0, 256, size=(5, 8, 8)),
+        "t10k-labels-idx1-ubyte": np.arange(5) % 3,
+    }
+    for name, array in arrays.items():
+        write_idx(raw / name, array, compress=False)
+    settings = DataSettings(dataset="toy", root=str(tmp_path / "toy"), validation_fraction=0.25)
+    prepared = prepare_dataset(settings, tmp_path / "toy.pt")
+    assert prepared["source"] == str(tmp_path / "toy") and prepared["num_classes"] == 3
+    assert prepared["train_images"].shape == (9, 1, 8, 8) and prepared["val_images"].shape == (3, 1, 8, 8)
+    assert prepared["test_images"].dtype == torch.uint8
+    assert torch.equal(
+        prepared["test_images"][:, 0], torch.from_numpy(arrays["t10k-images-idx3-ubyte"]).byte()
+    )
+    assert prepared["test_labels"].tolist() == [0, 1, 2, 0, 1]
+    together = torch.cat([prepared["train_labels"], prepared["val_labels"]])
+    assert sorted(together.tolist()) == sorted(arrays["train-labels-idx1-ubyte"].tolist())
+    dataset = load_prepared(tmp_path / "toy.pt", settings)
+    assert dataset.input_shape == (1, 8, 8) and len(dataset.train) == 9
+    assert augment_for("toy", dataset.train.images, -1.0, torch.Generator()).shape == (9, 1, 8, 8)
+    # a torchvision loader on a dataset without a torchvision class, and an unknown name
+    with pytest.raises(ValueError, match="dataset 'imagenet' has no torchvision_class"):
+        load_torchvision_dataset("imagenet", tmp_path)
+    with pytest.raises(ValueError, match=r"data.dataset: unknown dataset 'nope' \(known: .*toy"):
+        prepare_dataset(DataSettings(dataset="nope"), tmp_path / "nope.pt")

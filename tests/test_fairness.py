@@ -11,12 +11,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from sparse_soups import steps
-from sparse_soups.checkpoints import Checkpoint
+from sparse_soups import jobs
 from sparse_soups.config import EvaluationSettings, Settings
-from sparse_soups.data import augment_batch, channel_statistics, load_prepared
-from sparse_soups.metrics import expected_calibration_error, maximum_calibration_error
-from sparse_soups.models import get_model
+from sparse_soups.kernels.checkpoints import Checkpoint
+from sparse_soups.kernels.data import augment_batch, channel_statistics, load_prepared
+from sparse_soups.kernels.metrics import expected_calibration_error, maximum_calibration_error
+from sparse_soups.kernels.models import get_model
 
 
 def _with_broken_statistics(path: Path, out: Path) -> None:
@@ -38,9 +38,9 @@ def chain(idx_dir: Path, prepared_path: Path, tmp_path_factory: pytest.TempPathF
          "retrain": {"epochs": 1}, "soup": {"ingredients": 3, "bn_recalibration_fraction": 0.5}}
     )  # fmt: skip
     directory = tmp_path_factory.mktemp("chain")
-    steps.pretrain(settings, prepared_path, 0, directory / "dense.pt")
+    jobs.pretrain(settings, prepared_path, 0, directory / "dense.pt")
     for i in range(2):
-        steps.retrain(
+        jobs.retrain(
             settings, prepared_path, directory / "dense.pt", "dense", 1, i, 0, directory / f"i{i}.pt"
         )
     _with_broken_statistics(directory / "i0.pt", directory / "broken.pt")
@@ -58,9 +58,9 @@ def test_every_evaluated_model_is_recalibrated(
     """With `all` (the default) an ingredient's BatchNorm statistics are recomputed before
     scoring, so statistics that fit no data do not matter; with `soups` they do."""
     assert tiny_settings.evaluation.recalibrate == "all"
-    every = steps.evaluate(tiny_settings, prepared_path, broken_ingredient, tmp_path / "all.json")
+    every = jobs.evaluate(tiny_settings, prepared_path, broken_ingredient, tmp_path / "all.json")
     only_soups = dataclasses.replace(tiny_settings, evaluation=EvaluationSettings(recalibrate="soups"))
-    soups = steps.evaluate(only_soups, prepared_path, broken_ingredient, tmp_path / "soups.json")
+    soups = jobs.evaluate(only_soups, prepared_path, broken_ingredient, tmp_path / "soups.json")
     assert every["bn_recalibrated"] is True and soups["bn_recalibrated"] is False
     assert every["test_accuracy"] > soups["test_accuracy"] + 0.2
     assert json.loads((tmp_path / "all.json").read_text())["bn_recalibrated"] is True
@@ -71,9 +71,9 @@ def test_every_evaluated_model_is_recalibrated(
 def test_ensemble_members_are_recalibrated_too(
     tiny_settings: Settings, prepared_path: Path, tmp_path: Path, broken_ingredient: Path
 ) -> None:
-    metrics = steps.ensemble(tiny_settings, prepared_path, [broken_ingredient] * 2, tmp_path / "e.json")
+    metrics = jobs.ensemble(tiny_settings, prepared_path, [broken_ingredient] * 2, tmp_path / "e.json")
     only_soups = dataclasses.replace(tiny_settings, evaluation=EvaluationSettings(recalibrate="soups"))
-    plain = steps.ensemble(only_soups, prepared_path, [broken_ingredient] * 2, tmp_path / "p.json")
+    plain = jobs.ensemble(only_soups, prepared_path, [broken_ingredient] * 2, tmp_path / "p.json")
     assert metrics["bn_recalibrated"] is True and plain["bn_recalibrated"] is False
     assert metrics["test_accuracy"] > plain["test_accuracy"] + 0.2
 
@@ -83,7 +83,7 @@ def test_soups_record_their_recalibration_and_budget(
 ) -> None:
     paths = [chain / "i0.pt", chain / "i1.pt"]
     assert Checkpoint.load(paths[0]).meta["budget_epochs"] == tiny_settings.retrain.epochs
-    soup = steps.soup(tiny_settings, prepared_path, "uniform", paths, tmp_path / "soup.pt")
+    soup = jobs.soup(tiny_settings, prepared_path, "uniform", paths, tmp_path / "soup.pt")
     assert soup.meta["bn_recalibrated"] is True
     assert soup.meta["budget_epochs"] == 2 * tiny_settings.retrain.epochs
     assert Checkpoint.load(chain / "dense.pt").meta["budget_epochs"] == tiny_settings.pretrain.epochs
@@ -100,8 +100,8 @@ def test_imp_budget_checkpoint_is_unchanged_by_soup_vary(
         soup=dataclasses.replace(tiny_settings.soup, vary="weight_decay", values=(1e-2, 1e-3, 0.0)),
     )
     for name, settings in (("seed", tiny_settings), ("wd", varied)):
-        steps.retrain(settings, prepared_path, dense, "imp_budget", 1, 0, 0, tmp_path / f"{name}.pt")
-        steps.retrain(settings, prepared_path, dense, "imp", 1, 0, 0, tmp_path / f"imp_{name}.pt")
+        jobs.retrain(settings, prepared_path, dense, "imp_budget", 1, 0, 0, tmp_path / f"{name}.pt")
+        jobs.retrain(settings, prepared_path, dense, "imp", 1, 0, 0, tmp_path / f"imp_{name}.pt")
     assert (tmp_path / "seed.pt").read_bytes() == (tmp_path / "wd.pt").read_bytes()
     assert (tmp_path / "imp_seed.pt").read_bytes() == (tmp_path / "imp_wd.pt").read_bytes()
     recipe = Checkpoint.load(tmp_path / "wd.pt").meta["recipe"]

@@ -17,17 +17,18 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_soups import checkpoints, cli, layout, steps
-from sparse_soups.checkpoints import Checkpoint, CheckpointError, NonFiniteError, sha256
+from sparse_soups import cli, jobs, layout
 from sparse_soups.config import DataSettings, Settings
-from sparse_soups.corruptions import read_corrupted
-from sparse_soups.data import DataError, DataNotFoundError, prepare_dataset
-from sparse_soups.evaluation import collect_logits, model_predict
-from sparse_soups.models import SmallCNN
-from sparse_soups.pruning import dense_masks
+from sparse_soups.kernels import checkpoints
+from sparse_soups.kernels.checkpoints import Checkpoint, CheckpointError, NonFiniteError, sha256
+from sparse_soups.kernels.data import DataError, DataNotFoundError, prepare_dataset
+from sparse_soups.kernels.evaluation import collect_logits, model_predict
+from sparse_soups.kernels.models import SmallCNN
+from sparse_soups.kernels.ood_sets import read_corrupted
+from sparse_soups.kernels.pruning import dense_masks
+from sparse_soups.kernels.soups import MaskMismatchError, average_state_dicts
+from sparse_soups.kernels.training import DivergenceError
 from sparse_soups.reporting import load_metrics, write_report
-from sparse_soups.soups import MaskMismatchError, average_state_dicts
-from sparse_soups.training import DivergenceError
 from tests.conftest import make_idx_dataset, smoke_snakemake
 
 
@@ -59,7 +60,7 @@ def test_diverging_loss_stops_with_the_step_and_writes_nothing(
 ) -> None:
     settings = Settings.from_dict({**tiny_settings.to_dict(), "pretrain": {"lr": 1e12, "epochs": 2}})
     with pytest.raises(DivergenceError, match=r"loss is (nan|inf) at step \d+ of \d+"):
-        steps.pretrain(settings, prepared_path, seed=0, out=tmp_path / "model.pt")
+        jobs.pretrain(settings, prepared_path, seed=0, out=tmp_path / "model.pt")
     assert list(tmp_path.iterdir()) == []
 
 
@@ -92,7 +93,7 @@ def _evaluated_model(tiny_settings: Settings, prepared_path: Path, directory: Pa
     model = SmallCNN(in_channels=1, num_classes=10, width=4)
     meta = {"experiment": "tiny", "seed": 0, "model_dir": layout.DENSE, "kind": "dense", "phase": 0}
     Checkpoint(model.state_dict(), dense_masks(model), meta).save(directory / layout.MODEL_FILE)
-    steps.evaluate(tiny_settings, prepared_path, directory / layout.MODEL_FILE, directory / "metrics.json")
+    jobs.evaluate(tiny_settings, prepared_path, directory / layout.MODEL_FILE, directory / "metrics.json")
     return directory / "metrics.json"
 
 
@@ -129,13 +130,13 @@ def test_same_seed_gives_bitwise_identical_models_and_metrics(
     runs = []
     for name in ("a", "b"):
         out = tmp_path / name / layout.MODEL_FILE
-        steps.pretrain(tiny_settings, prepared_path, seed=5, out=out)
-        metrics = steps.evaluate(tiny_settings, prepared_path, out, tmp_path / name / "metrics.json")
+        jobs.pretrain(tiny_settings, prepared_path, seed=5, out=out)
+        metrics = jobs.evaluate(tiny_settings, prepared_path, out, tmp_path / name / "metrics.json")
         runs.append((Checkpoint.load(out), metrics))
     (first, first_metrics), (second, second_metrics) = runs
     assert all(torch.equal(v, second.state_dict[k]) for k, v in first.state_dict.items())
     assert first_metrics == second_metrics
-    other = steps.pretrain(tiny_settings, prepared_path, seed=6, out=tmp_path / "c.pt")
+    other = jobs.pretrain(tiny_settings, prepared_path, seed=6, out=tmp_path / "c.pt")
     assert not torch.equal(other.state_dict["classifier.weight"], first.state_dict["classifier.weight"])
 
 

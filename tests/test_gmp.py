@@ -11,15 +11,18 @@ import pytest
 import torch
 import yaml
 
-from sparse_soups import gmp, layout, steps
-from sparse_soups.checkpoints import Checkpoint
-from sparse_soups.config import Settings, config_problems
-from sparse_soups.data import load_prepared
-from sparse_soups.models import SmallCNN, build_model
-from sparse_soups.pruning import dense_masks, prunable_parameters, select_masks, target_density
-from sparse_soups.schedules import pretrain_schedule
-from sparse_soups.soups import MaskMismatchError, average_state_dicts, recalibrate_batchnorm
-from sparse_soups.training import derive_seed, train
+from sparse_soups import jobs, layout
+from sparse_soups.config import Settings
+from sparse_soups.kernels import gradual as gmp
+from sparse_soups.kernels.checkpoints import Checkpoint
+from sparse_soups.kernels.data import load_prepared
+from sparse_soups.kernels.models import SmallCNN, build_model
+from sparse_soups.kernels.pruning import dense_masks, prunable_parameters, select_masks, target_density
+from sparse_soups.kernels.schedules import pretrain_schedule
+from sparse_soups.kernels.seeds import derive_seed
+from sparse_soups.kernels.soups import MaskMismatchError, average_state_dicts, recalibrate_batchnorm
+from sparse_soups.kernels.training import train
+from sparse_soups.validation import config_problems
 from tests.conftest import REPO
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
@@ -101,7 +104,7 @@ def test_gradual_pruning_keeps_masks_zero_and_reaches_the_target_exactly(
 def test_gmp_step_writes_prefix_and_model_at_target(
     tiny_settings: Settings, prepared_path: Path, tmp_path: Path
 ) -> None:
-    result = steps.gmp_train(tiny_settings, prepared_path, 2, 0, tmp_path / "gmp.pt", tmp_path / "prefix.pt")
+    result = jobs.gmp_train(tiny_settings, prepared_path, 2, 0, tmp_path / "gmp.pt", tmp_path / "prefix.pt")
     prefix = Checkpoint.load(tmp_path / "prefix.pt")
     total = sum(m.numel() for m in result.masks.values())
     assert sum(int(m.sum()) for m in result.masks.values()) == round(target_density(0.75, 2, 2) * total)
@@ -114,7 +117,7 @@ def test_gmp_step_writes_prefix_and_model_at_target(
     at_init = dataclasses.replace(
         tiny_settings, gmp=dataclasses.replace(tiny_settings.gmp, start_fraction=0.0)
     )
-    steps.gmp_train(at_init, prepared_path, 1, 0, tmp_path / "gmp0.pt", tmp_path / "prefix0.pt")
+    jobs.gmp_train(at_init, prepared_path, 1, 0, tmp_path / "gmp0.pt", tmp_path / "prefix0.pt")
     torch.manual_seed(derive_seed(0, "init"))
     init = build_model(tiny_settings.model, 1, 10).state_dict()
     prefix0 = Checkpoint.load(tmp_path / "prefix0.pt").state_dict
@@ -127,15 +130,15 @@ def test_round_average_reprunes_to_the_density_and_recalibrates_bn(
     settings = dataclasses.replace(
         tiny_settings, gmp=dataclasses.replace(tiny_settings.gmp, prune_interval=1)
     )
-    steps.gmp_train(settings, prepared_path, 2, 0, tmp_path / "gmp.pt", tmp_path / "prefix.pt")
+    jobs.gmp_train(settings, prepared_path, 2, 0, tmp_path / "gmp.pt", tmp_path / "prefix.pt")
     copies = [tmp_path / f"copy{i}.pt" for i in range(2)]
     for i, path in enumerate(copies):
-        steps.gmp_sms_ingredient(settings, prepared_path, tmp_path / "prefix.pt", 2, 1, i, 0, path)
+        jobs.gmp_sms_ingredient(settings, prepared_path, tmp_path / "prefix.pt", 2, 1, i, 0, path)
     loaded = [Checkpoint.load(p) for p in copies]
     assert not all(torch.equal(loaded[0].masks[n], loaded[1].masks[n]) for n in loaded[0].masks)
     with pytest.raises(MaskMismatchError):  # SMS's own soup still refuses them
         average_state_dicts([c.state_dict for c in loaded], [c.masks for c in loaded])
-    soup = steps.gmp_sms_average(settings, prepared_path, 2, 1, copies, tmp_path / "round1.pt")
+    soup = jobs.gmp_sms_average(settings, prepared_path, 2, 1, copies, tmp_path / "round1.pt")
     assert soup.meta["kind"] == "gmp_sms_round" and soup.meta["model_dir"] == "gmp_sms/phase2/round1/soup"
     total = sum(m.numel() for m in soup.masks.values())
     kept = sum(int(m.sum()) for m in soup.masks.values())
@@ -156,8 +159,8 @@ def test_round_average_reprunes_to_the_density_and_recalibrates_bn(
     # the last round's average is GMP + SMS's result, a soup row of the table
     last = [tmp_path / f"last{i}.pt" for i in range(2)]
     for i, path in enumerate(last):
-        steps.gmp_sms_ingredient(settings, prepared_path, tmp_path / "round1.pt", 2, 2, i, 0, path)
-    final = steps.gmp_sms_average(settings, prepared_path, 2, 2, last, tmp_path / "final.pt")
+        jobs.gmp_sms_ingredient(settings, prepared_path, tmp_path / "round1.pt", 2, 2, i, 0, path)
+    final = jobs.gmp_sms_average(settings, prepared_path, 2, 2, last, tmp_path / "final.pt")
     assert (final.meta["kind"], final.meta["method"], final.meta["model_dir"]) == (
         "soup",
         "gmp_sms",
@@ -165,7 +168,7 @@ def test_round_average_reprunes_to_the_density_and_recalibrates_bn(
     )
     assert final.meta["target_sparsity"] == pytest.approx(0.75)
     with pytest.raises(ValueError, match="round 1"):  # copies of another round are refused
-        steps.gmp_sms_average(settings, prepared_path, 2, 1, last, tmp_path / "wrong.pt")
+        jobs.gmp_sms_average(settings, prepared_path, 2, 1, last, tmp_path / "wrong.pt")
 
 
 def test_average_dense_and_reprune_keeps_the_largest_averaged_magnitudes() -> None:
@@ -188,7 +191,7 @@ def test_rewind_point_replays_pretraining_exactly(
     settings = dataclasses.replace(
         tiny_settings, baselines=dataclasses.replace(tiny_settings.baselines, rewind_epoch=1)
     )
-    point = steps.rewind_point(settings, prepared_path, 0, tmp_path / "rewind.pt")
+    point = jobs.rewind_point(settings, prepared_path, 0, tmp_path / "rewind.pt")
     dataset = load_prepared(prepared_path, settings.data)
     spe = gmp.steps_per_epoch(len(dataset.train), settings.pretrain.batch_size)
     torch.manual_seed(derive_seed(0, "init"))
@@ -220,9 +223,9 @@ def test_rewinding_resets_survivors_to_the_rewind_point_and_keeps_the_mask(
         assert torch.equal(p[keep], early.state_dict()[name][keep]), name
         assert not p[~keep].any(), name
     # the step: prune the parent by magnitude, rewind, train the rest of pretraining
-    steps.pretrain(tiny_settings, prepared_path, 0, tmp_path / "dense.pt")
-    steps.rewind_point(tiny_settings, prepared_path, 0, tmp_path / "rewind.pt")
-    ticket = steps.imp_rewind(
+    jobs.pretrain(tiny_settings, prepared_path, 0, tmp_path / "dense.pt")
+    jobs.rewind_point(tiny_settings, prepared_path, 0, tmp_path / "rewind.pt")
+    ticket = jobs.imp_rewind(
         tiny_settings, prepared_path, tmp_path / "dense.pt", tmp_path / "rewind.pt", 1, 0, tmp_path / "t1.pt"
     )
     parent = SmallCNN(width=4)
@@ -275,7 +278,7 @@ def test_rewind_epoch_is_only_checked_when_rewinding() -> None:
     assert config_problems(config, SCHEMA) == []
     settings = Settings.from_dict({"pretrain": {"epochs": 1}})
     with pytest.raises(ValueError, match=r"baselines\.rewind_epoch: 1 must be in 0\.\.0"):
-        steps.rewind_point(settings, Path("unused.pt"), 0, Path("unused-out.pt"))
+        jobs.rewind_point(settings, Path("unused.pt"), 0, Path("unused-out.pt"))
 
 
 def _dry_run_jobs(tmp_path: Path, experiment: dict) -> list[tuple[str, list[str], list[str]]]:

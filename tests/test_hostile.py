@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sparse_soups.config import config_problems
-from sparse_soups.validation import MAX_RETRAINS
+from sparse_soups.validation import MAX_RETRAINS, config_problems
 from tests.conftest import REPO
 
 SCHEMA_PATH = REPO / "workflow" / "schemas" / "config.schema.yaml"

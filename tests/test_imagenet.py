@@ -17,14 +17,15 @@ import torch
 import yaml
 from PIL import Image
 
-from sparse_soups.config import DataSettings, OodSettings, PretrainSettings, config_problems
-from sparse_soups.data import DataNotFoundError, load_prepared, prepare_dataset
-from sparse_soups.datasets import imagenet
-from sparse_soups.evaluation import model_metrics
-from sparse_soups.models import get_model
-from sparse_soups.pruning import dense_masks, select_masks
-from sparse_soups.schedules import pretrain_schedule
-from sparse_soups.training import train
+from sparse_soups.config import DataSettings, OodSettings, PretrainSettings
+from sparse_soups.kernels.data import DataNotFoundError, load_prepared, prepare_dataset
+from sparse_soups.kernels.datasets import imagenet
+from sparse_soups.kernels.evaluation import model_metrics
+from sparse_soups.kernels.models import get_model
+from sparse_soups.kernels.pruning import dense_masks, select_masks
+from sparse_soups.kernels.schedules import pretrain_schedule
+from sparse_soups.kernels.training import train
+from sparse_soups.validation import config_problems
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"

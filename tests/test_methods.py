@@ -10,14 +10,16 @@ import pytest
 import torch
 from torch import nn
 
-from sparse_soups import layout, plan, recipes, steps
-from sparse_soups.checkpoints import Checkpoint
-from sparse_soups.config import PretrainSettings, RetrainSettings, Settings, config_problems
-from sparse_soups.data import Split
-from sparse_soups.evaluation import ensemble_accuracy
-from sparse_soups.models import SmallCNN
-from sparse_soups.pruning import dense_masks, prunable_parameters, select_masks
-from sparse_soups.schedules import allr_scale, retrain_schedule
+from sparse_soups import jobs, layout, plan
+from sparse_soups.config import PretrainSettings, RetrainSettings, Settings
+from sparse_soups.kernels.checkpoints import Checkpoint
+from sparse_soups.kernels.data import Split
+from sparse_soups.kernels.evaluation import ensemble_accuracy
+from sparse_soups.kernels.models import SmallCNN
+from sparse_soups.kernels.pruning import dense_masks, prunable_parameters, select_masks
+from sparse_soups.kernels.schedules import allr_scale, retrain_schedule
+from sparse_soups.methods import recipes
+from sparse_soups.validation import config_problems
 from tests.conftest import REPO
 
 LINEAR = PretrainSettings(schedule="linear", warmup_fraction=0.0)
@@ -108,12 +110,12 @@ def test_ingredient_recipes_vary_one_axis_and_inherit_the_rest() -> None:
     settings = Settings.from_dict(
         {"pretrain": {"weight_decay": 1e-3}, "soup": {"ingredients": 2, "vary": "lr", "values": [0.05, 0.2]}}
     )
-    first, second = (recipes.retrain_recipe(settings, "uniform", i) for i in range(2))
+    first, second = (plan.retrain_recipe(settings, "uniform", i) for i in range(2))
     assert (first.lr, second.lr) == (0.05, 0.2)
     assert first.weight_decay == second.weight_decay == 1e-3  # carried from pretraining
     assert first.seed_index == second.seed_index == 0  # only the LR differs
     by_seed = Settings.from_dict({"soup": {"ingredients": 3}})
-    assert [recipes.retrain_recipe(by_seed, "uniform", i).seed_index for i in range(3)] == [0, 1, 2]
+    assert [plan.retrain_recipe(by_seed, "uniform", i).seed_index for i in range(3)] == [0, 1, 2]
 
 
 AXES = {
@@ -133,14 +135,14 @@ def test_imp_recipes_ignore_the_varied_axis(axis: str) -> None:
     plain = Settings.from_dict({**base, "soup": {"ingredients": 3}})
     varied = Settings.from_dict({**base, "soup": {"ingredients": 3, "vary": axis, "values": AXES[axis]}})
     expected = recipes.Recipe(weight_decay=2e-4, lr=0.08, epochs=3, schedule="slr", seed_index=0)
-    assert recipes.retrain_recipe(varied, layout.IMP, 0) == expected
+    assert plan.retrain_recipe(varied, layout.IMP, 0) == expected
     # soup-at-end's extra retrains of IMP's last phase vary like the ingredients
-    assert recipes.retrain_recipe(varied, layout.IMP, 2) == recipes.retrain_recipe(varied, "uniform", 2)
-    assert recipes.retrain_recipe(varied, layout.IMP_BUDGET, 0) == dataclasses.replace(expected, epochs=9)
+    assert plan.retrain_recipe(varied, layout.IMP, 2) == plan.retrain_recipe(varied, "uniform", 2)
+    assert plan.retrain_recipe(varied, layout.IMP_BUDGET, 0) == dataclasses.replace(expected, epochs=9)
     for lineage in (layout.IMP, layout.IMP_BUDGET):
-        assert recipes.retrain_recipe(varied, lineage, 0) == recipes.retrain_recipe(plain, lineage, 0)
+        assert plan.retrain_recipe(varied, lineage, 0) == plan.retrain_recipe(plain, lineage, 0)
     if axis != "seed":  # the ingredients do take the axis' values
-        taken = [getattr(recipes.retrain_recipe(varied, "uniform", i), axis) for i in range(3)]
+        taken = [getattr(plan.retrain_recipe(varied, "uniform", i), axis) for i in range(3)]
         assert taken == AXES[axis]
     # IMP shares ingredient 0's phase-1 retrain only when their recipes agree
     assert recipes.imp_shares_phase1(varied) == (axis == "seed")
@@ -208,11 +210,11 @@ def test_axis_values_must_match_the_ingredients_and_their_type(tmp_path: Path) -
 def test_imp_with_m_times_budget_takes_exactly_m_times_the_steps(
     tiny_settings: Settings, prepared_path: Path, tmp_path: Path
 ) -> None:
-    dense = steps.pretrain(tiny_settings, prepared_path, 0, tmp_path / "dense.pt")
-    imp = steps.retrain(
+    dense = jobs.pretrain(tiny_settings, prepared_path, 0, tmp_path / "dense.pt")
+    imp = jobs.retrain(
         tiny_settings, prepared_path, tmp_path / "dense.pt", "dense", 1, 0, 0, tmp_path / "i.pt"
     )
-    budget = steps.retrain(
+    budget = jobs.retrain(
         tiny_settings, prepared_path, tmp_path / "dense.pt", layout.IMP_BUDGET, 1, 0, 0, tmp_path / "b.pt"
     )
     m = tiny_settings.soup.ingredients
@@ -263,12 +265,12 @@ def test_soup_recipes_for_subsets_and_soup_at_end() -> None:
 def test_k_of_m_soup_averages_exactly_the_first_k(
     tiny_settings: Settings, prepared_path: Path, tmp_path
 ) -> None:
-    steps.pretrain(tiny_settings, prepared_path, 0, tmp_path / "dense.pt")
+    jobs.pretrain(tiny_settings, prepared_path, 0, tmp_path / "dense.pt")
     paths = []
     for i in range(3):
         paths.append(tmp_path / f"i{i}.pt")
-        steps.retrain(tiny_settings, prepared_path, tmp_path / "dense.pt", "dense", 1, i, 0, paths[-1])
-    soup = steps.soup(
+        jobs.retrain(tiny_settings, prepared_path, tmp_path / "dense.pt", "dense", 1, i, 0, paths[-1])
+    soup = jobs.soup(
         tiny_settings, prepared_path, "uniform", paths[:2], tmp_path / "k2.pt", name="uniform_k2"
     )
     assert soup.meta["model_dir"] == "uniform_k2/phase1/soup" and soup.meta["kept"] == [0, 1]
@@ -281,14 +283,14 @@ def test_k_of_m_soup_averages_exactly_the_first_k(
 
 
 def test_lottery_pools_candidates_go_by_distance_earlier_first() -> None:
-    from sparse_soups.lottery_pools import candidate_order
+    from sparse_soups.kernels.lottery_pools import candidate_order
 
     assert candidate_order(3, [1, 2, 3, 4, 5]) == [2, 4, 1, 5]
     assert candidate_order(1, [1, 2, 3]) == [2, 3]
 
 
 def test_lottery_pools_search_finds_the_known_best_alpha() -> None:
-    from sparse_soups.lottery_pools import ALPHAS, lottery_pool
+    from sparse_soups.kernels.lottery_pools import ALPHAS, lottery_pool
 
     # Score = -distance to an optimum at 0.3 * ticket2 + 0.7 * ticket1, so interpolating
     # the target (phase 1) with phase 2 at alpha 0.3 is best; ticket 3 then cannot help.
@@ -308,7 +310,7 @@ def test_lottery_pools_search_finds_the_known_best_alpha() -> None:
 
 
 def test_lottery_pools_keeps_the_target_when_no_mix_beats_it() -> None:
-    from sparse_soups.lottery_pools import lottery_pool
+    from sparse_soups.kernels.lottery_pools import lottery_pool
 
     tickets = {p: {"w": torch.tensor([float(p)])} for p in (1, 2)}
     result = lottery_pool(2, tickets, lambda s: (-abs(float(s["w"]) - 2.0), s), alphas=(0.5,))
@@ -318,14 +320,14 @@ def test_lottery_pools_keeps_the_target_when_no_mix_beats_it() -> None:
 def test_lottery_pools_step_reprunes_to_the_target_density(
     tiny_settings: Settings, prepared_path: Path, tmp_path: Path
 ) -> None:
-    from sparse_soups.pruning import target_density
+    from sparse_soups.kernels.pruning import target_density
 
-    steps.pretrain(tiny_settings, prepared_path, 0, tmp_path / "dense.pt")
-    steps.retrain(tiny_settings, prepared_path, tmp_path / "dense.pt", "dense", 1, 0, 0, tmp_path / "t1.pt")
-    steps.retrain(tiny_settings, prepared_path, tmp_path / "t1.pt", "imp", 2, 0, 0, tmp_path / "t2.pt")
+    jobs.pretrain(tiny_settings, prepared_path, 0, tmp_path / "dense.pt")
+    jobs.retrain(tiny_settings, prepared_path, tmp_path / "dense.pt", "dense", 1, 0, 0, tmp_path / "t1.pt")
+    jobs.retrain(tiny_settings, prepared_path, tmp_path / "t1.pt", "imp", 2, 0, 0, tmp_path / "t2.pt")
     tickets = [tmp_path / "t1.pt", tmp_path / "t2.pt"]
     for variant in ("interp", "avg"):
-        pool = steps.lottery_pools(
+        pool = jobs.lottery_pools(
             tiny_settings, prepared_path, 1, tickets, variant, tmp_path / f"{variant}.pt"
         )
         kept = sum(int(m.sum()) for m in pool.masks.values())

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from sparse_soups.metrics import (
+from sparse_soups.kernels.metrics import (
     expected_calibration_error,
     per_class_accuracy,
     soup_geometry,
@@ -86,7 +86,7 @@ def test_soup_geometry_hand_computed() -> None:
 
 
 def test_dense_flops_match_torch_flop_counter_on_a_resnet() -> None:
-    from sparse_soups.models import get_model
+    from sparse_soups.kernels.models import get_model
 
     model = get_model("resnet56", 3, 10)
     counter = FlopCounterMode(display=False)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from sparse_soups.config import ModelSettings
-from sparse_soups.models import MODELS, SmallCNN, WideResNet, build_model, get_model
+from sparse_soups.kernels.models import MODELS, SmallCNN, WideResNet, build_model, get_model
 
 
 def count(model: torch.nn.Module) -> int:
@@ -57,7 +57,9 @@ def test_wrn_is_configurable_and_one_channel_inputs_work() -> None:
 
 
 def test_registry_and_backward_compatible_build_model() -> None:
-    assert {"cnn", "mlp", "resnet18", "resnet56", "vgg16", "wrn", "wrn28_10", "resnet50"} <= set(MODELS)
+    assert {"cnn", "mlp", "resnet18", "resnet56", "vgg16", "wrn", "wrn28_10", "resnet50"} <= set(
+        MODELS.names()
+    )
     model = build_model(ModelSettings(name="cnn", width=4), 1, 10)
     assert isinstance(model, SmallCNN) and model.classifier.in_features == 4 * 4 * 9
     assert count(build_model(ModelSettings(name="resnet56", width=32), 3, 10)) == 855_770  # width ignored

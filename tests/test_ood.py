@@ -11,10 +11,11 @@ import numpy as np
 import pytest
 import torch
 
-from sparse_soups import cli, steps
+from sparse_soups import cli, jobs
 from sparse_soups.config import OodSettings, Settings
-from sparse_soups.corruptions import ALL, read_corrupted, write_corrupted_dataset, write_ood_set
-from sparse_soups.data import load_prepared
+from sparse_soups.kernels.corruptions import ALL
+from sparse_soups.kernels.data import load_prepared
+from sparse_soups.kernels.ood_sets import read_corrupted, write_corrupted_dataset, write_ood_set
 
 CORRUPTIONS = ["gaussian_noise", "contrast", "impulse_noise", "defocus_blur"]
 
@@ -37,14 +38,14 @@ def ood_settings(idx_dir: Path) -> Settings:
 @pytest.fixture(scope="module")
 def ood_dir(ood_settings: Settings, prepared_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("ood") / "ood"
-    steps.corrupt_test_set(ood_settings, prepared_path, out)
+    jobs.corrupt_test_set(ood_settings, prepared_path, out)
     return out
 
 
 @pytest.fixture(scope="module")
 def trained(ood_settings: Settings, prepared_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("dense") / "model.pt"
-    steps.pretrain(ood_settings, prepared_path, 0, out)
+    jobs.pretrain(ood_settings, prepared_path, 0, out)
     return out
 
 
@@ -64,18 +65,18 @@ def test_generated_set_has_the_official_layout_and_is_deterministic(
     test_labels = torch.load(prepared_path, weights_only=True)["test_labels"].numpy()
     assert np.isin(labels[:150], test_labels).all()
     again = tmp_path / "again"
-    steps.corrupt_test_set(ood_settings, prepared_path, again)
+    jobs.corrupt_test_set(ood_settings, prepared_path, again)
     for name in [*CORRUPTIONS, "labels"]:
         assert (ood_dir / f"{name}.npy").read_bytes() == (again / f"{name}.npy").read_bytes()
     other_seed = dataclasses.replace(ood_settings, ood=dataclasses.replace(ood_settings.ood, seed=1))
-    steps.corrupt_test_set(other_seed, prepared_path, tmp_path / "seed1")
+    jobs.corrupt_test_set(other_seed, prepared_path, tmp_path / "seed1")
     assert not np.array_equal(np.load(ood_dir / "labels.npy"), np.load(tmp_path / "seed1" / "labels.npy"))
 
 
 def test_evaluate_writes_every_contract_field(
     ood_settings: Settings, prepared_path: Path, trained: Path, ood_dir: Path, tmp_path: Path
 ) -> None:
-    metrics = steps.evaluate(ood_settings, prepared_path, trained, tmp_path / "m.json", ood_dir=ood_dir)
+    metrics = jobs.evaluate(ood_settings, prepared_path, trained, tmp_path / "m.json", ood_dir=ood_dir)
     assert json.loads((tmp_path / "m.json").read_text()) == metrics
     assert set(metrics["ood"]) == set(CORRUPTIONS)
     cells = [acc for row in metrics["ood"].values() for acc in row.values()]
@@ -100,8 +101,8 @@ def test_clean_accuracy_on_the_identity_corruption_matches_the_test_split(
     settings = dataclasses.replace(
         ood_settings, ood=OodSettings(corruptions=("saturate",), severities=(2,), test_subset=None)
     )
-    steps.corrupt_test_set(settings, prepared_path, tmp_path / "ood")
-    metrics = steps.evaluate(settings, prepared_path, trained, tmp_path / "m.json", ood_dir=tmp_path / "ood")
+    jobs.corrupt_test_set(settings, prepared_path, tmp_path / "ood")
+    metrics = jobs.evaluate(settings, prepared_path, trained, tmp_path / "m.json", ood_dir=tmp_path / "ood")
     assert metrics["ood"]["saturate"]["2"] == metrics["test_accuracy"] == metrics["ood_accuracy"]
 
 
@@ -109,17 +110,17 @@ def test_ood_off_gives_null_fields(
     ood_settings: Settings, prepared_path: Path, trained: Path, tmp_path: Path
 ) -> None:
     off = dataclasses.replace(ood_settings, ood=OodSettings(enabled=False))
-    metrics = steps.evaluate(off, prepared_path, trained, tmp_path / "m.json", ood_dir=tmp_path)
+    metrics = jobs.evaluate(off, prepared_path, trained, tmp_path / "m.json", ood_dir=tmp_path)
     assert metrics["ood"] is None and metrics["ood_accuracy"] is None
-    assert steps.evaluate(ood_settings, prepared_path, trained, tmp_path / "n.json")["ood"] is None
+    assert jobs.evaluate(ood_settings, prepared_path, trained, tmp_path / "n.json")["ood"] is None
 
 
 def test_pruned_model_flops_and_speedup(
     ood_settings: Settings, prepared_path: Path, trained: Path, tmp_path: Path
 ) -> None:
     retrained = tmp_path / "pruned.pt"
-    steps.retrain(ood_settings, prepared_path, trained, "dense", 1, 0, 0, retrained)
-    metrics = steps.evaluate(ood_settings, prepared_path, retrained, tmp_path / "m.json")
+    jobs.retrain(ood_settings, prepared_path, trained, "dense", 1, 0, 0, retrained)
+    metrics = jobs.evaluate(ood_settings, prepared_path, retrained, tmp_path / "m.json")
     assert metrics["flops"] < metrics["dense_flops"]
     assert metrics["speedup"] == pytest.approx(metrics["dense_flops"] / metrics["flops"])
     assert metrics["speedup"] > 1.2  # half the weights gone, globally
@@ -128,10 +129,10 @@ def test_pruned_model_flops_and_speedup(
 def test_ensemble_metrics_carry_calibration_and_ood(
     ood_settings: Settings, prepared_path: Path, trained: Path, ood_dir: Path, tmp_path: Path
 ) -> None:
-    metrics = steps.ensemble(
+    metrics = jobs.ensemble(
         ood_settings, prepared_path, [trained, trained], tmp_path / "e.json", ood_dir=ood_dir
     )
-    single = steps.evaluate(ood_settings, prepared_path, trained, tmp_path / "m.json", ood_dir=ood_dir)
+    single = jobs.evaluate(ood_settings, prepared_path, trained, tmp_path / "m.json", ood_dir=ood_dir)
     # an ensemble of one model twice predicts exactly what the model does
     assert metrics["test_accuracy"] == single["test_accuracy"]
     assert metrics["ece"] == pytest.approx(single["ece"], abs=1e-6)
@@ -193,7 +194,7 @@ def test_cli_writes_the_set_and_evaluates_with_it(
 
 
 def test_default_covers_all_nineteen_corruptions() -> None:
-    from sparse_soups.corruptions import ood_corruptions
+    from sparse_soups.kernels.ood_sets import ood_corruptions
 
     assert ood_corruptions(OodSettings()) == ALL and len(ALL) == 19
 

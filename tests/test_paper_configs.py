@@ -10,8 +10,8 @@ import torch
 import yaml
 
 from sparse_soups.config import ModelSettings, Settings
-from sparse_soups.data import load_prepared, prepare_dataset
-from sparse_soups.models import build_model
+from sparse_soups.kernels.data import load_prepared, prepare_dataset
+from sparse_soups.kernels.models import build_model
 from tests.conftest import REPO
 
 PAPER_CONFIGS = sorted(

@@ -5,8 +5,8 @@ import torch
 from torch import nn
 
 from sparse_soups.config import DataSettings, PretrainSettings, RetrainSettings
-from sparse_soups.models import SmallCNN
-from sparse_soups.pruning import (
+from sparse_soups.kernels.models import SmallCNN
+from sparse_soups.kernels.pruning import (
     apply_masks,
     dense_masks,
     global_magnitude_masks,
@@ -15,8 +15,8 @@ from sparse_soups.pruning import (
     sparsity,
     target_density,
 )
-from sparse_soups.schedules import retrain_schedule
-from sparse_soups.training import train
+from sparse_soups.kernels.schedules import retrain_schedule
+from sparse_soups.kernels.training import train
 
 
 def _total(model: nn.Module) -> int:

@@ -1,6 +1,6 @@
 """Every table and figure of the report, built from a small fixture of metrics files.
 
-The fixture is a complete run in the metrics format of `steps.evaluate` (every method
+The fixture is a complete run in the metrics format of `jobs.evaluate` (every method
 row, OOD cells, ECE, soup geometry, k-of-m soups, ingredients varying in their learning
 rate), written for one seed and for three; the tables' numbers are checked against it.
 """
@@ -35,7 +35,7 @@ def _models() -> dict[str, tuple[str, str | None, int, int | None]]:
         models[f"imp_rewind/phase{p}/ingredient0"] = ("ingredient", None, p, 0)
         models[f"gmp/phase{p}"] = ("gmp", None, p, None)
         models[f"gmp_sms/phase{p}"] = ("soup", "gmp_sms", p, None)
-        for chain in layout.SOUP_METHODS:  # phase 1's ingredients are shared (one directory)
+        for chain in layout.soup_methods():  # phase 1's ingredients are shared (one directory)
             models.update({layout.ingredient_dir(chain, p, i): ("ingredient", None, p, i) for i in range(M)})
             models[layout.chain_model_dir(chain, p)] = ("soup", chain, p, None)
         models[layout.soup_dir(layout.subset_soup(2), p)] = ("soup", "uniform_k2", p, None)

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from sparse_soups.config import PretrainSettings, RetrainSettings
-from sparse_soups.schedules import pretrain_schedule, retrain_schedule
+from sparse_soups.kernels.schedules import pretrain_schedule, retrain_schedule
 
 
 def test_llr_warms_up_for_ten_percent_then_decays_linearly_to_zero() -> None:

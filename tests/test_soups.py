@@ -7,27 +7,27 @@ import pytest
 import torch
 from torch import nn
 
-from sparse_soups import steps
-from sparse_soups.checkpoints import Checkpoint
+from sparse_soups import jobs
 from sparse_soups.config import DataSettings, PretrainSettings, RetrainSettings
-from sparse_soups.data import Split
-from sparse_soups.evaluation import accuracy
-from sparse_soups.models import SmallCNN
-from sparse_soups.pruning import (
+from sparse_soups.kernels.checkpoints import Checkpoint
+from sparse_soups.kernels.data import Split
+from sparse_soups.kernels.evaluation import accuracy
+from sparse_soups.kernels.models import SmallCNN
+from sparse_soups.kernels.pruning import (
     apply_masks,
     dense_masks,
     global_magnitude_masks,
     masks_equal,
     prunable_parameters,
 )
-from sparse_soups.schedules import retrain_schedule
-from sparse_soups.soups import (
+from sparse_soups.kernels.schedules import retrain_schedule
+from sparse_soups.kernels.soups import (
     MaskMismatchError,
     average_state_dicts,
     greedy_selection,
     recalibrate_batchnorm,
 )
-from sparse_soups.training import train
+from sparse_soups.kernels.training import train
 
 
 def _sparse_ingredients(count: int, density: float = 0.3) -> tuple[list[nn.Module], dict]:
@@ -145,7 +145,7 @@ def test_greedy_soup_step_writes_the_soup_not_an_ingredient(
             param.copy_(-50 * param.abs())
     paths = _save_ingredients([good, twin, bad], masks, tmp_path)
     out = tmp_path / "soup.pt"
-    soup = steps.soup(tiny_settings, prepared_path, "greedy", paths, out)
+    soup = jobs.soup(tiny_settings, prepared_path, "greedy", paths, out)
     assert soup.meta["kept"] == [0, 1]
     saved = Checkpoint.load(out)
     for name in prunable_parameters(good):
@@ -164,5 +164,5 @@ def test_soup_step_refuses_ingredients_of_different_phases(
     second.meta["phase"] = 2
     second.save(paths[1])
     with pytest.raises(ValueError, match="different phases"):
-        steps.soup(tiny_settings, prepared_path, "uniform", paths, tmp_path / "soup.pt")
+        jobs.soup(tiny_settings, prepared_path, "uniform", paths, tmp_path / "soup.pt")
     assert not (tmp_path / "soup.pt").exists()

@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from sparse_soups import plan
-from sparse_soups.checkpoints import sha256
 from sparse_soups.config import Settings
-from sparse_soups.pruning import target_density
+from sparse_soups.kernels.checkpoints import sha256
+from sparse_soups.kernels.pruning import target_density
 from sparse_soups.reporting.parts import PARTS
 from tests.conftest import REPO, metrics_files, smoke_snakemake, write_smoke_config
 

@@ -192,6 +192,33 @@ class Settings:
         return dataclasses.asdict(self)
 
 
+# --- what the settings imply, without torch (the workflow plans with these) ---------
+
+
+def target_phases(switch: str, phases: int) -> list[int]:
+    """The phases a `none | last | all` baseline switch aims at."""
+    return {"none": [], "last": [phases], "all": list(range(1, phases + 1))}[switch]
+
+
+def gmp_epochs(settings: Settings, phase: int) -> int:
+    """GMP's length: `gmp.epochs`, or IMP's budget to reach phase `phase`."""
+    if settings.gmp.epochs is not None:
+        return settings.gmp.epochs
+    return settings.pretrain.epochs + phase * settings.retrain.epochs
+
+
+def dense_epochs(settings: Settings, phase: int) -> int:
+    """Epochs before pruning starts: `start_fraction` of GMP's, or pretraining's length."""
+    epochs = gmp_epochs(settings, phase)
+    if settings.gmp.start_fraction is None:
+        return min(settings.pretrain.epochs, epochs)
+    return round(settings.gmp.start_fraction * epochs)
+
+
+def gmp_rounds(settings: Settings) -> int:
+    return settings.gmp.rounds if settings.gmp.rounds is not None else settings.prune.phases
+
+
 def _build(cls: type, raw: dict[str, Any], path: str) -> Any:
     """Construct nested frozen dataclasses, naming any unknown key by its dotted path."""
     if not isinstance(raw, dict):
@@ -209,148 +236,3 @@ def _build(cls: type, raw: dict[str, Any], path: str) -> Any:
             value = tuple(value)
         values[name] = value
     return cls(**values)
-
-
-def config_problems(config: dict[str, Any], schema_path: str | Path) -> list[str]:
-    """Every problem of a workflow config, one line each, naming the key and its value.
-
-    Checks the JSON schema (types, ranges, known names, no unknown keys), then the rules
-    it cannot express, each only on sections whose types the schema has confirmed, so a
-    wrong type is named by the schema instead of crashing a later check. Runs before any
-    job, so a typo never costs a run.
-    """
-    from . import validation  # torch-free checks
-
-    if not isinstance(config, dict):
-        return [f"config: expected a mapping with the key 'experiments', got {config!r}"]
-    problems: list[str] = []
-    experiments = config.get("experiments")
-    if isinstance(experiments, dict):
-        problems += validation.name_problems(experiments)
-        experiments = {str(name): value for name, value in experiments.items()}
-        config = {**config, "experiments": experiments}
-    errors = validation.schema_errors(config, schema_path)
-    problems += [message for _, message in errors]
-    for name, experiment in (experiments if isinstance(experiments, dict) else {}).items():
-        if isinstance(experiment, dict):
-            own = [path for path, _ in errors if path[:2] == ("experiments", name)]
-            dirty = {path[2] if len(path) > 2 else None for path in own}
-            problems += _experiment_problems(name, experiment, dirty)
-    return problems
-
-
-def _experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any]) -> list[str]:
-    """The cross-key checks of one experiment. Each runs only when the sections it reads
-    passed the schema (`dirty` holds those that did not); the checks on the whole
-    settings only when everything else holds, so each problem is named once."""
-    from . import validation
-
-    key = f"experiments.{name}"
-
-    def clean(*sections: str) -> bool:
-        return not dirty & set(sections)
-
-    found = []
-    if clean("data"):
-        found += _root_problems(name, experiment.get("data", {}))
-        found += _imagenet_problems(name, experiment.get("data", {}))
-    if clean("ood"):
-        found += _ood_problems(name, experiment.get("ood", {}))
-    if clean("soup"):
-        found += _soup_problems(name, experiment.get("soup", {}))
-    if clean("model"):
-        found += validation.model_problems(experiment.get("model", {}), key)
-    if clean("baselines", "prune"):
-        found += validation.lottery_pools_problems(experiment, key)
-    if dirty or found:
-        return found
-    return _settings_problems(name, experiment)
-
-
-def _root_problems(name: str, data: dict[str, Any]) -> list[str]:
-    root = data.get("root")
-    if isinstance(root, str) and not Path(root).expanduser().is_dir():
-        return [f"experiments.{name}.data.root: directory '{root}' does not exist"]
-    return []
-
-
-def _settings_problems(name: str, experiment: dict[str, Any]) -> list[str]:
-    """Checks on the typed settings: the size of the plan, GMP's and rewinding's epochs
-    against pretraining's, and the splits' sizes against what the experiment reads."""
-    from . import validation
-    from .gmp import problems as gmp_problems  # gmp imports this module
-
-    key = f"experiments.{name}"
-    try:
-        settings = Settings.from_dict({"name": name, **experiment})
-    except SettingsError as error:  # the schema and the dataclasses disagree
-        return [f"{key}: {error}"]
-    soup, seeds = settings.soup, len(settings.seeds)
-    found = validation.size_problems(settings.prune.phases, soup.ingredients, len(soup.methods), seeds, key)
-    if found:
-        return found  # the checks below walk the phases
-    found += gmp_problems(settings, key)
-    total = validation.training_set_size(settings.data.dataset, settings.data.root)
-    if total is not None:
-        found += validation.split_problems(settings, total, key)
-    return found
-
-
-def _imagenet_problems(name: str, data: dict[str, Any]) -> list[str]:
-    """ImageNet is never downloaded: its ImageFolder root must hold train/ and val/."""
-    if not isinstance(data, dict) or data.get("dataset") != "imagenet":
-        return []
-    root = data.get("root")
-    if not isinstance(root, str):
-        return [f"experiments.{name}.data.root: imagenet needs the directory holding train/ and val/ "
-                "(ImageFolder layout), got null"]  # fmt: skip
-    if not Path(root).expanduser().is_dir():
-        return []  # named once, as a missing directory, by the caller
-    missing = [folder for folder in ("train", "val") if not (Path(root).expanduser() / folder).is_dir()]
-    return [f"experiments.{name}.data.root: '{root}' lacks {part}/ (ImageFolder layout)" for part in missing]
-
-
-def _ood_problems(name: str, ood: dict[str, Any]) -> list[str]:
-    """Official corrupted sets must be where `ood.root` says, before any job runs."""
-    if not isinstance(ood, dict) or not ood.get("enabled", True) or ood.get("source") != "files":
-        return []
-    root = ood.get("root")
-    if not isinstance(root, str):
-        return [f"experiments.{name}.ood.root: source 'files' needs the directory of the official "
-                "CIFAR-10-C/100-C .npy files (or ImageNet-C), got null"]  # fmt: skip
-    if not Path(root).expanduser().is_dir():
-        return [f"experiments.{name}.ood.root: directory '{root}' does not exist"]
-    return []
-
-
-_AXIS_TYPES: dict[str, tuple[type, ...]] = {
-    "weight_decay": (int, float), "lr": (int, float), "epochs": (int,), "schedule": (str,),
-}  # fmt: skip
-RETRAIN_SCHEDULES = ("ft", "lrw", "slr", "clr", "llr", "allr")
-
-
-def _soup_problems(name: str, soup: dict[str, Any]) -> list[str]:
-    """Cross-key checks the schema cannot express: one value per ingredient, of the axis' type."""
-    if not isinstance(soup, dict):
-        return []
-    key = f"experiments.{name}.soup"
-    axis, values, m = soup.get("vary", "seed"), soup.get("values", []), soup.get("ingredients", 4)
-    problems = [
-        f"{key}.{name}: {k} is more than the {m} ingredients"
-        for name in ("subset_sizes", "ablation_m")
-        for k in soup.get(name, []) or []
-        if isinstance(m, int) and isinstance(k, int) and k > m
-    ]
-    if axis == "seed" or axis not in _AXIS_TYPES or not isinstance(values, list):
-        if axis == "seed" and values:
-            problems.append(f"{key}.values: must be empty when vary is 'seed' (got {values!r})")
-        return problems
-    if isinstance(m, int) and len(values) != m:
-        problems.append(f"{key}.values: {len(values)} values for {m} ingredients (need one each)")
-    for value in values:
-        wrong_type = not isinstance(value, _AXIS_TYPES[axis]) or isinstance(value, bool)
-        if wrong_type or (axis == "schedule" and value not in RETRAIN_SCHEDULES):
-            problems.append(f"{key}.values: {value!r} is not a valid {axis}")
-        elif axis != "schedule" and (value < 0 or (axis != "weight_decay" and value == 0)):
-            problems.append(f"{key}.values: {value!r} is out of range for {axis}")
-    return problems

@@ -29,22 +29,90 @@ method (`uniform`, `greedy`: m retrains per phase, souped). Each model directory
 
 from __future__ import annotations
 
+import re
+
+from .config import target_phases
+from .registry import SOUP_METHODS
+
 DENSE = "dense"
 IMP = "imp"
 IMP_BUDGET = "imp_budget"
-SOUP_METHODS = ("uniform", "greedy")
 SOUP_AT_END = "soup_at_end"
 ENSEMBLE = "ensemble"
 GMP = "gmp"
 GMP_SMS = "gmp_sms"
 IMP_REWIND = "imp_rewind"
 REWIND = "rewind"
+ABLATION_PREFIX = "uniform_m"
+SUBSET_PREFIX = "uniform_k"
+LOTTERY_POOLS_VARIANTS = ("interp", "avg")
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
+RUN = "results/{experiment}/seed{seed}"
+
+# Every model directory of a run, as a template: the rules' outputs, the steps' records
+# and the report all format these, so renaming one here moves it everywhere.
+TREE = {
+    "dense": DENSE,
+    "rewind": REWIND,
+    "ingredient": "{lineage}/phase{phase}/ingredient{index}",
+    "soup": "{soup}/phase{phase}/soup",
+    "ensemble": ENSEMBLE + "/phase{phase}",
+    "lottery_pools": "lottery_pools_{variant}/phase{phase}",
+    "gmp": GMP + "/phase{phase}",
+    "gmp_prefix": GMP + "/phase{phase}/dense_prefix",
+    "gmp_sms": GMP_SMS + "/phase{phase}",
+    "gmp_sms_ingredient": GMP_SMS + "/phase{phase}/round{round}/ingredient{index}",
+    "gmp_sms_round": GMP_SMS + "/phase{phase}/round{round}/soup",
+}
+
+
+def soup_methods() -> tuple[str, ...]:
+    """The registered soup methods (each an SMS chain of its own)."""
+    return SOUP_METHODS.names()
+
+
+def path(template: str, **fields: object) -> str:
+    """A model directory: `TREE[template]` with its fields filled in."""
+    return TREE[template].format(**fields)
+
+
+class _Wildcards(dict):
+    def __missing__(self, key: str) -> str:
+        return "{" + key + "}"
+
+
+def pattern(template: str, file: str = MODEL_FILE, **fixed: object) -> str:
+    """A rule's output: the run directory, the template with the `fixed` fields filled in
+    and the others left as wildcards, and the file."""
+    return f"{RUN}/{TREE[template].format_map(_Wildcards(fixed))}/{file}"
+
+
+def wildcard_constraints() -> dict[str, str]:
+    """What each wildcard of `pattern` may match, from the names spelled here and the
+    registered soup methods, so no rule's output can be mistaken for another's."""
+    methods = "|".join(soup_methods())
+    chains = rf"{ABLATION_PREFIX}\d+"
+    return {
+        "seed": r"\d+", "phase": r"\d+", "index": r"\d+", "round": r"\d+",
+        "lineage": "|".join([DENSE, IMP, IMP_BUDGET, methods, chains]),
+        "soup": "|".join([methods, SOUP_AT_END, rf"{SUBSET_PREFIX}\d+", chains]),
+        "variant": "|".join(LOTTERY_POOLS_VARIANTS),
+    }  # fmt: skip
+
+
+def parse(model_dir: str) -> tuple[str, dict[str, str]] | None:
+    """(template, fields) of a model directory, None if it matches no template."""
+    constraints = wildcard_constraints()
+    for name, template in TREE.items():
+        regex = re.sub(r"\{(\w+)\}", lambda m: f"(?P<{m[1]}>{constraints.get(m[1], r'[^/]+')})", template)
+        if (match := re.fullmatch(regex, model_dir)) is not None:
+            return name, match.groupdict()
+    return None
 
 
 def run_dir(experiment: str, seed: int) -> str:
-    return f"results/{experiment}/seed{seed}"
+    return RUN.format(experiment=experiment, seed=seed)
 
 
 def lineage(chain: str, phase: int, imp_shared: bool = True) -> str:
@@ -56,7 +124,7 @@ def lineage(chain: str, phase: int, imp_shared: bool = True) -> str:
 
 
 def ingredient_dir(chain: str, phase: int, index: int, imp_shared: bool = True) -> str:
-    return f"{lineage(chain, phase, imp_shared)}/phase{phase}/ingredient{index}"
+    return path("ingredient", lineage=lineage(chain, phase, imp_shared), phase=phase, index=index)
 
 
 def chain_model_dir(chain: str, phase: int, imp_shared: bool = True) -> str:
@@ -65,7 +133,7 @@ def chain_model_dir(chain: str, phase: int, imp_shared: bool = True) -> str:
         return DENSE
     if chain in (IMP, IMP_BUDGET, IMP_REWIND):
         return ingredient_dir(chain, phase, 0, imp_shared)
-    return f"{chain}/phase{phase}/soup"
+    return soup_dir(chain, phase)
 
 
 def retrain_parent_dir(lineage_name: str, phase: int, imp_shared: bool = True) -> str:
@@ -78,10 +146,13 @@ def retrain_parent_dir(lineage_name: str, phase: int, imp_shared: bool = True) -
 
 
 def subset_soup(k: int) -> str:
-    return f"uniform_k{k}"
+    return f"{SUBSET_PREFIX}{k}"
 
 
-ABLATION_PREFIX = "uniform_m"
+def subset_size(name: str) -> int | None:
+    """k of a subset soup's name, None for any other name."""
+    suffix = name.removeprefix(SUBSET_PREFIX)
+    return int(suffix) if name.startswith(SUBSET_PREFIX) and suffix.isdigit() else None
 
 
 def ablation_chain(k: int) -> str:
@@ -96,7 +167,7 @@ def ablation_size(chain: str) -> int | None:
 
 
 def soup_dir(name: str, phase: int) -> str:
-    return f"{name}/phase{phase}/soup"
+    return path("soup", soup=name, phase=phase)
 
 
 def soup_recipe(name: str, phase: int, ingredients: int) -> tuple[str, list[str]]:
@@ -106,14 +177,14 @@ def soup_recipe(name: str, phase: int, ingredients: int) -> tuple[str, list[str]
     `soup_at_end` the m retrains of the IMP chain's phase; `uniform_k{k}` the first k of
     the uniform chain's.
     """
-    if name in SOUP_METHODS:
+    if name in soup_methods():
         return name, [ingredient_dir(name, phase, i) for i in range(ingredients)]
     if (k := ablation_size(name)) is not None:
         return "uniform", [ingredient_dir(name, phase, i) for i in range(k)]
     if name == SOUP_AT_END:
         return "uniform", [ingredient_dir(IMP, phase, i) for i in range(ingredients)]
-    if name.startswith("uniform_k") and name[9:].isdigit():
-        return "uniform", [ingredient_dir("uniform", phase, i) for i in range(int(name[9:]))]
+    if (k := subset_size(name)) is not None:
+        return "uniform", [ingredient_dir("uniform", phase, i) for i in range(k)]
     raise ValueError(f"unknown soup '{name}'")
 
 
@@ -122,36 +193,35 @@ def ensemble_chain(soup_methods: tuple[str, ...] | list[str]) -> str:
     return "uniform" if "uniform" in soup_methods else soup_methods[0]
 
 
-LOTTERY_POOLS_VARIANTS = ("interp", "avg")
-
-
 def lottery_pools_dir(variant: str, phase: int) -> str:
-    return f"lottery_pools_{variant}/phase{phase}"
+    return path("lottery_pools", variant=variant, phase=phase)
 
 
 def ensemble_dir(phase: int) -> str:
-    return f"{ENSEMBLE}/phase{phase}"
+    return path("ensemble", phase=phase)
 
 
 def gmp_dir(phase: int) -> str:
-    return f"{GMP}/phase{phase}"
+    return path("gmp", phase=phase)
 
 
 def gmp_prefix_dir(phase: int) -> str:
-    return f"{GMP}/phase{phase}/dense_prefix"
+    return path("gmp_prefix", phase=phase)
 
 
 def gmp_sms_dir(phase: int) -> str:
-    return f"{GMP_SMS}/phase{phase}"
+    return path("gmp_sms", phase=phase)
 
 
 def gmp_sms_ingredient_dir(phase: int, round_index: int, index: int) -> str:
-    return f"{GMP_SMS}/phase{phase}/round{round_index}/ingredient{index}"
+    return path("gmp_sms_ingredient", phase=phase, round=round_index, index=index)
 
 
 def gmp_sms_round_dir(phase: int, round_index: int, rounds: int) -> str:
     """A round's average; the last round's is GMP + SMS's result."""
-    return gmp_sms_dir(phase) if round_index == rounds else f"{GMP_SMS}/phase{phase}/round{round_index}/soup"
+    return (
+        gmp_sms_dir(phase) if round_index == rounds else path("gmp_sms_round", phase=phase, round=round_index)
+    )
 
 
 def gmp_sms_parent_dir(phase: int, round_index: int, rounds: int) -> str:
@@ -159,11 +229,6 @@ def gmp_sms_parent_dir(phase: int, round_index: int, rounds: int) -> str:
     if round_index == 1:
         return gmp_prefix_dir(phase)
     return gmp_sms_round_dir(phase, round_index - 1, rounds)
-
-
-def target_phases(switch: str, phases: int) -> list[int]:
-    """The phases a `none | last | all` baseline switch aims at."""
-    return {"none": [], "last": [phases], "all": list(range(1, phases + 1))}[switch]
 
 
 def run_model_dirs(

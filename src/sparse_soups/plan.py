@@ -1,4 +1,5 @@
-"""The models one run of an experiment produces, from its settings (`layout` names them).
+"""What one run of an experiment produces, from its settings (`layout` names it): every
+model directory, and the recipe each retrain follows.
 
 The workflow declares these as the report's inputs, so `snakemake -n` shows every job.
 """
@@ -7,7 +8,7 @@ from __future__ import annotations
 
 from . import layout
 from .config import Settings
-from .recipes import imp_shares_phase1
+from .methods.recipes import Recipe, baseline_recipe, imp_shares_phase1, ingredient_recipe
 
 
 def experiment_model_dirs(settings: Settings) -> list[str]:
@@ -35,3 +36,15 @@ def experiment_metrics_dirs(settings: Settings) -> list[str]:
     if settings.baselines.ensemble and settings.soup.ingredients > 1:
         dirs += [layout.ensemble_dir(p) for p in range(1, settings.prune.phases + 1)]
     return dirs
+
+
+def retrain_recipe(settings: Settings, lineage: str, index: int) -> Recipe:
+    """The recipe of the retrain in `{lineage}/phase{p}/ingredient{index}`.
+
+    IMP is index 0 of its lineage; its other indices are the extra retrains that
+    soup-at-end averages with it, which vary like the SMS ingredients do."""
+    if lineage == layout.IMP:
+        return baseline_recipe(settings) if index == 0 else ingredient_recipe(settings, index)
+    if lineage == layout.IMP_BUDGET:
+        return baseline_recipe(settings, budget=settings.soup.ingredients)
+    return ingredient_recipe(settings, index)

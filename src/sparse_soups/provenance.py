@@ -13,8 +13,8 @@ from typing import Any
 import torch
 
 from . import __version__
-from .checkpoints import write_json
 from .config import Settings
+from .kernels.checkpoints import write_json
 
 PACKAGES = ("torch", "torchvision", "snakemake", "numpy", "pandas")
 

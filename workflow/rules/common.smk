@@ -1,25 +1,31 @@
 # Config validation, the settings of each experiment, and the input functions that
 # encode the DAG: which checkpoint each retrain starts from, what each soup averages.
 import copy
-
 import os
-import re
 from types import SimpleNamespace
 
 from sparse_soups import layout, plan
-from sparse_soups.config import Settings, config_problems
+from sparse_soups.config import Settings, gmp_rounds
+from sparse_soups.methods.recipes import imp_shares_phase1
+from sparse_soups.registry import PLUGINS_VARIABLE, load_plugins
+from sparse_soups.reporting.parts import settings_parts
 from sparse_soups.validation import (
     OVERRIDE_HINT,
     config_file_problems,
+    config_problems,
     typed_overrides,
 )
-from sparse_soups.recipes import imp_shares_phase1
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 # `--config` values with their YAML types (Snakemake passes nested ones as strings);
 # then name every bad key at once, and let Snakemake's validate fill in the defaults.
 update_config(config, typed_overrides(dict(workflow.config_settings.config)))
+# Plugin modules register soup methods, pruning criteria, datasets or models (README,
+# "Extending"); the jobs import them too, through the environment.
+PLUGINS = load_plugins(config.get("plugins") or [])
+if PLUGINS:
+    shell.prefix(f"export {PLUGINS_VARIABLE}={','.join(PLUGINS)}; ")
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 _problems = config_file_problems(workflow.configfiles) + config_problems(config, SCHEMA)
 if _problems:
@@ -34,25 +40,42 @@ EXPERIMENTS = {
 }
 RESOURCES = config["resources"]
 ENV = "../../envs/sparse-soups.yaml"
-RUN = "results/{experiment}/seed{seed}"
+SETTINGS_AND_DATA = {
+    "settings": "results/{experiment}/settings.json",
+    "data": "results/{experiment}/data.pt",
+}
 
 
 wildcard_constraints:
     experiment="|".join(EXPERIMENTS),
-    seed=r"\d+",
-    phase=r"\d+",
-    index=r"\d+",
-    lineage="|".join(
-        [
-            layout.DENSE,
-            layout.IMP,
-            layout.IMP_BUDGET,
-            *layout.SOUP_METHODS,
-            rf"{layout.ABLATION_PREFIX}\d+",
-        ]
-    ),
-    soup=rf"uniform|greedy|soup_at_end|uniform_k\d+|{layout.ABLATION_PREFIX}\d+",
-    variant="interp|avg",
+    **layout.wildcard_constraints(),
+
+
+def job_resources(kind: str) -> dict:
+    """Memory, runtime (scaled by the attempt) and GPUs of one kind of job: pretrain,
+    train or light, as the config's `resources` section sets them."""
+    own = RESOURCES[kind]
+    return {
+        "mem_mb": own["mem_mb"],
+        "runtime": lambda wildcards, attempt: own["runtime"] * attempt,
+        "gpu": own["gpu"],
+    }
+
+
+def run_log(name: str) -> str:
+    return f"{layout.RUN}/logs/{name}.log"
+
+
+def run_benchmark(name: str) -> str:
+    return f"{layout.RUN}/benchmarks/{name}.tsv"
+
+
+def experiment_log(name: str) -> str:
+    return f"results/{{experiment}}/logs/{name}.log"
+
+
+def experiment_benchmark(name: str) -> str:
+    return f"results/{{experiment}}/benchmarks/{name}.tsv"
 
 
 def settings_of(wildcards) -> Settings:
@@ -107,8 +130,6 @@ def imp_tickets(wildcards) -> list[str]:
 
 
 def gmp_rounds_of(wildcards) -> int:
-    from sparse_soups.gmp import gmp_rounds
-
     return gmp_rounds(settings_of(wildcards))
 
 
@@ -143,29 +164,13 @@ def experiment_metrics(wildcards) -> list[str]:
     ]
 
 
-def report_parts(settings: Settings) -> list[str]:
-    """The report parts an experiment has data for (see sparse_soups.reporting.parts)."""
-    parts = ["main"]
-    if getattr(getattr(settings, "ood", None), "enabled", False):
-        parts.append("ood")
-    if layout.ablation_sizes(settings.soup.ablation_m, settings.soup.ingredients):
-        parts.append("ablation_m")
-    if "uniform" in settings.soup.methods and any(
-        k < settings.soup.ingredients for k in settings.soup.subset_sizes
-    ):
-        parts.append("subset_soups")
-    if settings.soup.vary != "seed":
-        parts.append("ablation_vary")
-    return parts
-
-
 def all_reports() -> list[str]:
     from sparse_soups.reporting.parts import part_files
 
     return [
         f"results/{name}/report/{file}"
         for name, settings in EXPERIMENTS.items()
-        for part in report_parts(settings)
+        for part in settings_parts(settings)
         for file in part_files(part)
     ]
 
@@ -195,13 +200,10 @@ def intermediate_models(name: str, settings: Settings, seed: int, metrics) -> li
     prefix = layout.run_dir(name, seed) + "/"
     files = []
     for path in metrics:
-        soup = re.fullmatch(
-            r"(\w+)/phase(\d+)/soup/metrics\.json", path.removeprefix(prefix)
-        )
-        if path.startswith(prefix) and soup:
-            files += soup_ingredients(
-                SimpleNamespace(**vars(run), soup=soup[1], phase=soup[2])
-            )
+        model_dir = path.removeprefix(prefix).removesuffix("/" + layout.METRICS_FILE)
+        template, fields = layout.parse(model_dir) or (None, {})
+        if path.startswith(prefix) and template == "soup":
+            files += soup_ingredients(SimpleNamespace(**vars(run), **fields))
     baselines, phases = settings.baselines, settings.prune.phases
     if baselines.lottery_pools != "none" and phases > 1:
         files += imp_tickets(run)

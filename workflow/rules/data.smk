@@ -28,16 +28,14 @@ rule prepare_data:
     output:
         update("results/{experiment}/data.pt"),
     log:
-        "results/{experiment}/logs/prepare_data.log",
+        experiment_log("prepare_data"),
     benchmark:
-        "results/{experiment}/benchmarks/prepare_data.tsv"
+        experiment_benchmark("prepare_data"),
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
     resources:
-        mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
-        gpu=RESOURCES["light"]["gpu"],
+        **job_resources("light"),
     shell:
         "python -m sparse_soups prepare-data --settings {input.settings} --threads {threads}"
         " --out {output} > {log} 2>&1"
@@ -48,21 +46,18 @@ rule corrupt_test_set:
     `.npy` layout: generated from the test split (seeded), or the official files subsampled.
     """
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
     output:
         directory("results/{experiment}/ood"),
     log:
-        "results/{experiment}/logs/corrupt_test_set.log",
+        experiment_log("corrupt_test_set"),
     benchmark:
-        "results/{experiment}/benchmarks/corrupt_test_set.tsv"
+        experiment_benchmark("corrupt_test_set"),
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
     resources:
-        mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
-        gpu=RESOURCES["light"]["gpu"],
+        **job_resources("light"),
     shell:
         "python -m sparse_soups corrupt-test-set --settings {input.settings}"
         " --data {input.data} --threads {threads} --out {output} > {log} 2>&1"

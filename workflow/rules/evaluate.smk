@@ -1,23 +1,20 @@
 rule evaluate:
     """Accuracy, ECE, worst-class and OOD accuracy, sparsity and FLOPs of one model."""
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
-        checkpoint=f"{RUN}/{{model_dir}}/model.pt",
+        **SETTINGS_AND_DATA,
+        checkpoint=f"{layout.RUN}/{{model_dir}}/{layout.MODEL_FILE}",
         ood=ood_input,
     output:
-        update(f"{RUN}/{{model_dir}}/metrics.json"),
+        update(f"{layout.RUN}/{{model_dir}}/{layout.METRICS_FILE}"),
     log:
-        f"{RUN}/logs/evaluate/{{model_dir}}.log",
+        run_log("evaluate/{model_dir}"),
     benchmark:
-        f"{RUN}/benchmarks/evaluate/{{model_dir}}.tsv"
+        run_benchmark("evaluate/{model_dir}"),
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
     resources:
-        mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
-        gpu=RESOURCES["light"]["gpu"],
+        **job_resources("light"),
     params:
         ood=ood_option,
     shell:

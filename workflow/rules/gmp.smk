@@ -3,30 +3,23 @@
 # gmp.py documents the exact adaptation; layout.py the directories.
 
 
-wildcard_constraints:
-    round=r"\d+",
-
-
 rule gmp:
     """GMP from the dense model's initialization to one phase's sparsity (cubic schedule);
     also keeps its state when pruning starts, where GMP + SMS begins."""
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
     output:
-        model=update(f"{RUN}/gmp/phase{{phase}}/model.pt"),
-        prefix=update(f"{RUN}/gmp/phase{{phase}}/dense_prefix/model.pt"),
+        model=update(layout.pattern("gmp")),
+        prefix=update(layout.pattern("gmp_prefix")),
     log:
-        f"{RUN}/logs/gmp_phase{{phase}}.log",
+        run_log("gmp_phase{phase}"),
     benchmark:
-        f"{RUN}/benchmarks/gmp_phase{{phase}}.tsv"
+        run_benchmark("gmp_phase{phase}"),
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
     resources:
-        mem_mb=RESOURCES["train"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["train"]["runtime"] * attempt,
-        gpu=RESOURCES["train"]["gpu"],
+        **job_resources("train"),
     shell:
         "python -m sparse_soups gmp --settings {input.settings} --data {input.data}"
         " --phase {wildcards.phase} --seed {wildcards.seed} --threads {threads}"
@@ -36,24 +29,19 @@ rule gmp:
 rule gmp_sms_ingredient:
     """One copy of a GMP + SMS round: GMP's schedules continued from the round's start."""
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
         parent=gmp_sms_parent,
     output:
-        update(
-            f"{RUN}/gmp_sms/phase{{phase}}/round{{round}}/ingredient{{index}}/model.pt"
-        ),
+        update(layout.pattern("gmp_sms_ingredient")),
     log:
-        f"{RUN}/logs/gmp_sms_phase{{phase}}_round{{round}}_ingredient{{index}}.log",
+        run_log("gmp_sms_phase{phase}_round{round}_ingredient{index}"),
     benchmark:
-        f"{RUN}/benchmarks/gmp_sms_phase{{phase}}_round{{round}}_ingredient{{index}}.tsv"
+        run_benchmark("gmp_sms_phase{phase}_round{round}_ingredient{index}"),
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
     resources:
-        mem_mb=RESOURCES["train"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["train"]["runtime"] * attempt,
-        gpu=RESOURCES["train"]["gpu"],
+        **job_resources("train"),
     shell:
         "python -m sparse_soups gmp-sms-ingredient --settings {input.settings}"
         " --data {input.data} --parent {input.parent} --phase {wildcards.phase}"
@@ -65,22 +53,19 @@ rule gmp_sms_round:
     """Average a round's copies, re-prune to the schedule's sparsity, recalibrate
     BatchNorm: the next round starts here (rounds before the last)."""
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
         ingredients=gmp_sms_copies,
     output:
-        update(f"{RUN}/gmp_sms/phase{{phase}}/round{{round}}/soup/model.pt"),
+        update(layout.pattern("gmp_sms_round")),
     log:
-        f"{RUN}/logs/gmp_sms_phase{{phase}}_round{{round}}_soup.log",
+        run_log("gmp_sms_phase{phase}_round{round}_soup"),
     benchmark:
-        f"{RUN}/benchmarks/gmp_sms_phase{{phase}}_round{{round}}_soup.tsv"
+        run_benchmark("gmp_sms_phase{phase}_round{round}_soup"),
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
     resources:
-        mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
-        gpu=RESOURCES["light"]["gpu"],
+        **job_resources("light"),
     shell:
         "python -m sparse_soups gmp-sms-average --settings {input.settings}"
         " --data {input.data} --phase {wildcards.phase} --round {wildcards.round}"
@@ -90,22 +75,19 @@ rule gmp_sms_round:
 rule gmp_sms:
     """The last round's average: GMP + SMS's model for one phase's sparsity."""
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
         ingredients=gmp_sms_last_copies,
     output:
-        update(f"{RUN}/gmp_sms/phase{{phase}}/model.pt"),
+        update(layout.pattern("gmp_sms")),
     log:
-        f"{RUN}/logs/gmp_sms_phase{{phase}}.log",
+        run_log("gmp_sms_phase{phase}"),
     benchmark:
-        f"{RUN}/benchmarks/gmp_sms_phase{{phase}}.tsv"
+        run_benchmark("gmp_sms_phase{phase}"),
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
     resources:
-        mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
-        gpu=RESOURCES["light"]["gpu"],
+        **job_resources("light"),
     params:
         round=gmp_rounds_of,
     shell:

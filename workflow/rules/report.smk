@@ -1,7 +1,7 @@
 # Tables and figures of each experiment, from its metrics files alone (`sparse-soups
 # report`). One rule per report part, so each declares a fixed set of files; which parts
-# an experiment gets follows its settings (`report_parts` and `report_outputs` in
-# common.smk). Every rule reads all metrics files of the experiment: when one changes,
+# an experiment gets follows its settings (`reporting.parts.settings_parts`, and
+# `report_outputs` in common.smk). Every rule reads all metrics files of the experiment: when one changes,
 # only these jobs rerun.
 report: "../report/workflow.rst"
 
@@ -18,9 +18,7 @@ rule report:
         ENV
     threads: 1
     resources:
-        mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
-        gpu=RESOURCES["light"]["gpu"],
+        **job_resources("light"),
     params:
         part="main",
         about=experiment_summary,

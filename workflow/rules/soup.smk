@@ -4,22 +4,19 @@ rule soup:
     `soup_at_end` averages the IMP chain's last-phase retrains, `uniform_k{k}` the first
     k of the uniform chain's (see layout.soup_recipe)."""
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
         ingredients=soup_ingredients,
     output:
-        update(f"{RUN}/{{soup}}/phase{{phase}}/soup/model.pt"),
+        update(layout.pattern("soup")),
     log:
-        f"{RUN}/logs/soup_{{soup}}_phase{{phase}}.log",
+        run_log("soup_{soup}_phase{phase}"),
     benchmark:
-        f"{RUN}/benchmarks/soup_{{soup}}_phase{{phase}}.tsv"
+        run_benchmark("soup_{soup}_phase{phase}"),
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
     resources:
-        mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
-        gpu=RESOURCES["light"]["gpu"],
+        **job_resources("light"),
     params:
         method=soup_method,
     shell:
@@ -36,23 +33,20 @@ rule ensemble:
     """Test and validation accuracy of the mean-softmax ensemble of a phase's SMS
     ingredients, and its inference cost: a reference row, not a sparse model."""
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
         ingredients=ensemble_ingredients,
         ood=ood_input,
     output:
-        update(f"{RUN}/ensemble/phase{{phase}}/metrics.json"),
+        update(layout.pattern("ensemble", layout.METRICS_FILE)),
     log:
-        f"{RUN}/logs/ensemble_phase{{phase}}.log",
+        run_log("ensemble_phase{phase}"),
     benchmark:
-        f"{RUN}/benchmarks/ensemble_phase{{phase}}.tsv"
+        run_benchmark("ensemble_phase{phase}"),
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
     resources:
-        mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
-        gpu=RESOURCES["light"]["gpu"],
+        **job_resources("light"),
     params:
         ood=ood_option,
     shell:
@@ -65,22 +59,19 @@ rule lottery_pools:
     tickets (`interp`: alpha grid, `avg`: alpha 0.5), re-prune, recalibrate BatchNorm.
     """
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
         tickets=imp_tickets,
     output:
-        update(f"{RUN}/lottery_pools_{{variant}}/phase{{phase}}/model.pt"),
+        update(layout.pattern("lottery_pools")),
     log:
-        f"{RUN}/logs/lottery_pools_{{variant}}_phase{{phase}}.log",
+        run_log("lottery_pools_{variant}_phase{phase}"),
     benchmark:
-        f"{RUN}/benchmarks/lottery_pools_{{variant}}_phase{{phase}}.tsv"
+        run_benchmark("lottery_pools_{variant}_phase{phase}"),
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
     resources:
-        mem_mb=RESOURCES["light"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["light"]["runtime"] * attempt,
-        gpu=RESOURCES["light"]["gpu"],
+        **job_resources("light"),
     shell:
         "python -m sparse_soups lottery-pools --settings {input.settings} --data {input.data}"
         " --phase {wildcards.phase} --variant {wildcards.variant} --threads {threads}"

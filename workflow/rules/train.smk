@@ -1,21 +1,18 @@
 rule pretrain:
     """Train the dense model of one seed."""
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
     output:
-        update(f"{RUN}/dense/model.pt"),
+        update(layout.pattern("dense")),
     log:
-        f"{RUN}/logs/pretrain.log",
+        run_log("pretrain"),
     benchmark:
-        f"{RUN}/benchmarks/pretrain.tsv"
+        run_benchmark("pretrain"),
     conda:
         ENV
     threads: RESOURCES["pretrain"]["threads"]
     resources:
-        mem_mb=RESOURCES["pretrain"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["pretrain"]["runtime"] * attempt,
-        gpu=RESOURCES["pretrain"]["gpu"],
+        **job_resources("pretrain"),
     shell:
         "python -m sparse_soups pretrain --settings {input.settings} --data {input.data}"
         " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
@@ -28,22 +25,19 @@ rule retrain:
     phase 1 starts from the dense model for every chain, so its lineage is `dense`.
     """
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
         parent=retrain_parent,
     output:
-        update(f"{RUN}/{{lineage}}/phase{{phase}}/ingredient{{index}}/model.pt"),
+        update(layout.pattern("ingredient")),
     log:
-        f"{RUN}/logs/retrain_{{lineage}}_phase{{phase}}_ingredient{{index}}.log",
+        run_log("retrain_{lineage}_phase{phase}_ingredient{index}"),
     benchmark:
-        f"{RUN}/benchmarks/retrain_{{lineage}}_phase{{phase}}_ingredient{{index}}.tsv"
+        run_benchmark("retrain_{lineage}_phase{phase}_ingredient{index}"),
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
     resources:
-        mem_mb=RESOURCES["train"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["train"]["runtime"] * attempt,
-        gpu=RESOURCES["train"]["gpu"],
+        **job_resources("train"),
     shell:
         "python -m sparse_soups retrain --settings {input.settings} --data {input.data}"
         " --parent {input.parent} --lineage {wildcards.lineage} --phase {wildcards.phase}"
@@ -56,21 +50,18 @@ rule rewind_point:
     epochs on pretraining's threads (bitwise that run's state; `pretrain` is untouched).
     """
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
     output:
-        update(f"{RUN}/rewind/model.pt"),
+        update(layout.pattern("rewind")),
     log:
-        f"{RUN}/logs/rewind_point.log",
+        run_log("rewind_point"),
     benchmark:
-        f"{RUN}/benchmarks/rewind_point.tsv"
+        run_benchmark("rewind_point"),
     conda:
         ENV
     threads: RESOURCES["pretrain"]["threads"]
     resources:
-        mem_mb=RESOURCES["pretrain"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["pretrain"]["runtime"] * attempt,
-        gpu=RESOURCES["pretrain"]["gpu"],
+        **job_resources("pretrain"),
     shell:
         "python -m sparse_soups rewind-point --settings {input.settings} --data {input.data}"
         " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
@@ -80,26 +71,23 @@ rule imp_rewind:
     """IMP with weight rewinding: prune the chain's previous model, reset the survivors to
     the rewind point, train the rest of pretraining's schedule."""
     input:
-        settings="results/{experiment}/settings.json",
-        data="results/{experiment}/data.pt",
+        **SETTINGS_AND_DATA,
         parent=lambda wildcards: run_path(
             wildcards,
             layout.chain_model_dir(layout.IMP_REWIND, int(wildcards.phase) - 1),
         ),
-        rewind=f"{RUN}/rewind/model.pt",
+        rewind=layout.pattern("rewind"),
     output:
-        update(f"{RUN}/imp_rewind/phase{{phase}}/ingredient0/model.pt"),
+        update(layout.pattern("ingredient", lineage=layout.IMP_REWIND, index=0)),
     log:
-        f"{RUN}/logs/imp_rewind_phase{{phase}}.log",
+        run_log("imp_rewind_phase{phase}"),
     benchmark:
-        f"{RUN}/benchmarks/imp_rewind_phase{{phase}}.tsv"
+        run_benchmark("imp_rewind_phase{phase}"),
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
     resources:
-        mem_mb=RESOURCES["train"]["mem_mb"],
-        runtime=lambda wildcards, attempt: RESOURCES["train"]["runtime"] * attempt,
-        gpu=RESOURCES["train"]["gpu"],
+        **job_resources("train"),
     shell:
         "python -m sparse_soups imp-rewind --settings {input.settings} --data {input.data}"
         " --parent {input.parent} --rewind {input.rewind} --phase {wildcards.phase}"

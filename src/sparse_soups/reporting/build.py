@@ -10,22 +10,18 @@ from pathlib import Path
 import pandas as pd
 
 from . import claims, figures, tables
-from .parts import PARTS
+from .parts import PARTS, report_parts
 from .records import ingredient_results, load_metrics, method_results, ood_cells
 
 
 def available_parts(results: pd.DataFrame, ingredients: pd.DataFrame) -> list[str]:
     """The parts for which the metrics have data (the default of `write_report`)."""
-    parts = ["main"]
-    if results.ood_accuracy.notna().any() or not ood_cells(results).empty:
-        parts.append("ood")
-    if results.method.str.fullmatch(r"SMS uniform \(m = \d+\)").any():
-        parts.append("ablation_m")
-    if results.method.str.startswith("Subset soup (").any():
-        parts.append("subset_soups")
-    if (ingredients.axis != "seed").any():
-        parts.append("ablation_vary")
-    return parts
+    return report_parts(
+        ood=bool(results.ood_accuracy.notna().any() or not ood_cells(results).empty),
+        ablation_m=bool(results.method.str.fullmatch(r"SMS uniform \(m = \d+\)").any()),
+        subset_soups=bool(results.method.str.startswith("Subset soup (").any()),
+        ablation_vary=bool((ingredients.axis != "seed").any()),
+    )
 
 
 def _main(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:

@@ -18,6 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from ..layout import soup_methods
+from ..registry import SOUP_METHODS
 from .parts import TABLE_FORMATS
 from .tables import BUDGET_COLUMN, budgets, latex_escape
 
@@ -64,8 +66,8 @@ def verdict(interval: Interval) -> str:
 def comparisons(methods: set[str]) -> list[tuple[str, str, str]]:
     """(claim, method, reference) of every claim whose two rows the results have."""
     pairs = []
-    for chain in ("uniform", "greedy"):
-        soup = f"SMS {chain}"
+    for chain in soup_methods():
+        soup = SOUP_METHODS.label(chain)
         pairs += [
             (f"{soup} vs IMP", soup, "IMP"),
             (f"{soup} vs IMP (m x budget)", soup, "IMP (m x budget)"),

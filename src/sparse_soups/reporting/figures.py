@@ -13,6 +13,8 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
+from ..layout import soup_methods
+from ..registry import SOUP_METHODS
 from .parts import FIGURE_FORMATS
 from .records import DENSE_ROW, ood_cells
 
@@ -108,12 +110,9 @@ def soup_gain(results: pd.DataFrame, out_dir: Path) -> dict:
     """Per phase: each SMS soup's test accuracy minus its chain's mean and best ingredient."""
     sns.set_theme(**STYLE)
     rows = []
-    for chain in ("uniform", "greedy"):
-        soup, mean, best = (
-            f"SMS {chain}",
-            f"Mean ingredient (SMS {chain})",
-            f"Best ingredient (SMS {chain})",
-        )
+    for chain in soup_methods():
+        soup = SOUP_METHODS.label(chain)
+        mean, best = f"Mean ingredient ({soup})", f"Best ingredient ({soup})"
         wide = results[results.method.isin([soup, mean, best])].pivot_table(
             index=["seed", "phase"], columns="method", values="test_accuracy"
         )

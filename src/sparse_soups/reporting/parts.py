@@ -15,6 +15,8 @@ Tables come as .csv, .md, .tex (booktabs) and .html; figures as .png and .pdf.
 
 from __future__ import annotations
 
+from typing import Any
+
 TABLE_FORMATS = ("csv", "md", "tex", "html")
 FIGURE_FORMATS = ("png", "pdf")
 PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # part: (tables, figures)
@@ -33,3 +35,28 @@ def part_files(part: str) -> list[str]:
     names = list(EXTRA_FILES.get(part, ()))
     names += [f"{stem}.{fmt}" for stem in table_stems for fmt in TABLE_FORMATS]
     return names + [f"{stem}.{fmt}" for stem in figure_stems for fmt in FIGURE_FORMATS]
+
+
+def report_parts(*, ood: bool, ablation_m: bool, subset_soups: bool, ablation_vary: bool) -> list[str]:
+    """The parts a report has, given what it has data for: the one rule for both the
+    workflow (which knows from the settings) and `write_report` (from the metrics)."""
+    present = {
+        "ood": ood,
+        "ablation_m": ablation_m,
+        "subset_soups": subset_soups,
+        "ablation_vary": ablation_vary,
+    }
+    return ["main", *(part for part, has in present.items() if has)]
+
+
+def settings_parts(settings: Any) -> list[str]:
+    """The report parts of an experiment, from its settings (`config.Settings`)."""
+    from .. import layout
+
+    soup = settings.soup
+    return report_parts(
+        ood=settings.ood.enabled,
+        ablation_m=bool(layout.ablation_sizes(soup.ablation_m, soup.ingredients)),
+        subset_soups="uniform" in soup.methods and any(k < soup.ingredients for k in soup.subset_sizes),
+        ablation_vary=soup.vary != "seed",
+    )

@@ -16,7 +16,9 @@ from pathlib import Path
 import pandas as pd
 
 from .. import layout
-from ..checkpoints import sha256
+from ..kernels.checkpoints import sha256
+from ..methods.record import REQUIRED_METRICS
+from ..registry import SOUP_METHODS
 
 DENSE_ROW = "Dense"
 ORACLE_PREFIX = "Best ingredient by test (oracle)"  # the authors' "best candidate": chosen on test data
@@ -29,10 +31,7 @@ METRICS = (
 # Recipe fields an ingredient may vary in (`soup.vary`), as the checkpoint meta records them.
 AXES = ("weight_decay", "lr", "epochs", "schedule")
 
-REQUIRED_FIELDS = (
-    "experiment", "seed", "model_dir", "kind", "phase", "sparsity",
-    "test_accuracy", "validation_accuracy", "checkpoint_sha256",
-)  # fmt: skip
+REQUIRED_FIELDS = ("experiment", "seed", "model_dir", "kind", "phase", *REQUIRED_METRICS)
 
 
 def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
@@ -165,16 +164,16 @@ def _ingredient_rows(chain: str, label: str, phase: int, by_dir: dict[str, dict]
 # SMS, IMP with rewinding), relative to the run directory; absent ones are skipped.
 def _extra_dirs(phase: int) -> dict[str, str]:
     return {
-        "IMP (rewind)": f"imp_rewind/phase{phase}/ingredient0",
-        "GMP": f"gmp/phase{phase}",
-        "GMP + SMS": f"gmp_sms/phase{phase}",
+        "IMP (rewind)": layout.chain_model_dir(layout.IMP_REWIND, phase),
+        "GMP": layout.gmp_dir(phase),
+        "GMP + SMS": layout.gmp_sms_dir(phase),
     }
 
 
 def subset_sizes(by_dir: dict[str, dict]) -> list[int]:
     """The k of the run's subset soups (first k of the uniform chain's m ingredients)."""
     names = {r.get("method", "") for r in by_dir.values() if r["kind"] == "soup"}
-    return sorted(int(n[9:]) for n in names if n.startswith("uniform_k") and n[9:].isdigit())
+    return sorted(k for n in names if (k := layout.subset_size(n)) is not None)
 
 
 def ablation_chains(by_dir: dict[str, dict]) -> list[str]:
@@ -209,7 +208,7 @@ def _phase_rows(phase: int, methods: list[str], by_dir: dict[str, dict]) -> list
     ]
     rows = [_row(label, phase, by_dir[d]) for label, d in singles if d in by_dir]
     for method in methods:
-        label = f"SMS {method}"
+        label = SOUP_METHODS.label(method)
         rows += _ingredient_rows(method, label, phase, by_dir)
         if (record := by_dir.get(layout.chain_model_dir(method, phase))) is not None:
             rows.append(_row(label, phase, record))
@@ -253,7 +252,7 @@ def runs(records: list[dict]) -> dict[tuple[str, int], dict[str, dict]]:
 
 def soup_methods(by_dir: dict[str, dict]) -> list[str]:
     present = {r.get("method") for r in by_dir.values() if r["kind"] == "soup"}
-    return [m for m in layout.SOUP_METHODS if m in present]
+    return [m for m in layout.soup_methods() if m in present]
 
 
 def method_results(records: list[dict]) -> pd.DataFrame:

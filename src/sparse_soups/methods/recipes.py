@@ -11,10 +11,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from . import layout
-from .config import Settings
-
-BASELINE_LINEAGES = (layout.IMP, layout.IMP_BUDGET)
+from ..config import Settings
 
 
 @dataclass(frozen=True)
@@ -48,18 +45,6 @@ def ingredient_recipe(settings: Settings, index: int) -> Recipe:
         return Recipe(base.weight_decay, base.lr, base.epochs, base.schedule, seed_index=index)
     values = {**asdict(base), axis: settings.soup.values[index], "seed_index": 0}
     return Recipe(**values)
-
-
-def retrain_recipe(settings: Settings, lineage: str, index: int) -> Recipe:
-    """The recipe of the retrain in `{lineage}/phase{p}/ingredient{index}`.
-
-    IMP is index 0 of its lineage; its other indices are the extra retrains that
-    soup-at-end averages with it, which vary like the SMS ingredients do."""
-    if lineage == layout.IMP:
-        return baseline_recipe(settings) if index == 0 else ingredient_recipe(settings, index)
-    if lineage == layout.IMP_BUDGET:
-        return baseline_recipe(settings, budget=settings.soup.ingredients)
-    return ingredient_recipe(settings, index)
 
 
 def imp_shares_phase1(settings: Settings) -> bool:

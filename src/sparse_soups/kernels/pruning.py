@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..registry import PRUNING_CRITERIA
+
 Masks = dict[str, torch.Tensor]
 PRUNABLE_LAYERS = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
@@ -73,6 +75,21 @@ def _top_k_masks(scores: dict[str, torch.Tensor], keep: int) -> Masks:
     return masks
 
 
+def magnitude_scores(
+    params: dict[str, torch.Tensor], generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
+    """Weight magnitudes: IMP's criterion."""
+    return {name: p.detach().abs() for name, p in params.items()}
+
+
+def random_scores(
+    params: dict[str, torch.Tensor], generator: torch.Generator | None
+) -> dict[str, torch.Tensor]:
+    """Uniform noise: a random subset of the unpruned weights (the generator makes it the
+    same for every ingredient of a phase)."""
+    return {name: torch.rand(p.shape, generator=generator).to(p.device) for name, p in params.items()}
+
+
 def select_masks(
     model: nn.Module,
     masks: Masks,
@@ -83,25 +100,17 @@ def select_masks(
 ) -> Masks:
     """New masks keeping `density` of the pruned layers' weights (excluded layers stay dense).
 
-    global: largest magnitudes over all layers; layerwise: each layer keeps `density`
-    of its own weights; random: a uniformly random subset of the unpruned weights (the
-    generator makes it the same for every ingredient of a phase).
+    `selection` names a criterion of `registry.PRUNING_CRITERIA`: its scores rank the
+    unpruned weights, over all layers together (scope `global`) or within each layer
+    (scope `layer`, each keeping `density` of its own weights).
     """
+    criterion, scope = PRUNING_CRITERIA.get(selection), PRUNING_CRITERIA.info(selection)["scope"]
     params = prunable_parameters(model)
     protected = excluded_parameters(model, exclude)
     pruned = {name: p for name, p in params.items() if name not in protected}
-    if selection == "random":
-        scores = {
-            name: torch.where(masks[name], torch.rand(p.shape, generator=generator).to(p.device), -1.0)
-            for name, p in pruned.items()
-        }
-    elif selection in ("global", "layerwise"):
-        scores = {name: torch.where(masks[name], p.detach().abs(), -1.0) for name, p in pruned.items()}
-    else:
-        raise ValueError(
-            f"prune.selection: unknown selection '{selection}' (known: global, layerwise, random)"
-        )
-    if selection == "layerwise":
+    raw = criterion(pruned, generator)
+    scores = {name: torch.where(masks[name], raw[name], -1.0) for name in pruned}  # dead weights: -1
+    if scope == "layer":
         new = {}
         for name, score in scores.items():
             new |= _checked_top_k({name: score}, masks, round(density * score.numel()))

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from ..config import DataSettings, OodSettings
-from ..data import DataNotFoundError
+from ...config import DataSettings, OodSettings
+from . import DataNotFoundError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -213,7 +213,7 @@ def write_ood_index(ood: OodSettings, raw: dict[str, Any], image_size: int, out_
     `generate`: the same seeded subset of the test split, centre-cropped, corrupted here at
     the configured severities and written as JPEG in ImageNet-C's layout under `out_dir`.
     """
-    from ..corruptions import ood_corruptions, subset_indices
+    from ..ood_sets import ood_corruptions, subset_indices
 
     names = ood_corruptions(ood)
     out_dir = Path(out_dir)
@@ -248,8 +248,9 @@ def _generate_imagenet_c(
     """Corrupt chunks of the test subset (bounded memory); each chunk's noise has its own seed."""
     from PIL import Image
 
-    from ..corruptions import corrupt, subset_indices
-    from ..training import derive_seed
+    from ..corruptions import corrupt
+    from ..ood_sets import subset_indices
+    from ..seeds import derive_seed
 
     test_root = Path(raw["root"]) / "val"
     keep = subset_indices(len(raw["test_files"]), ood.test_subset, ood.seed)

@@ -8,45 +8,24 @@ stem without max-pool (32x32 inputs would otherwise shrink to 8x8 before the fir
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable
 
 import torch
 from torch import nn
 
-from .config import ModelSettings
-
-ModelFactory = Callable[..., nn.Module]
-MODELS: dict[str, ModelFactory] = {}
-
-
-def register(name: str) -> Callable[[ModelFactory], ModelFactory]:
-    def decorator(factory: ModelFactory) -> ModelFactory:
-        MODELS[name] = factory
-        return factory
-
-    return decorator
+from ..config import ModelSettings
+from ..registry import MODELS
 
 
 def get_model(name: str, in_channels: int, num_classes: int, **options: object) -> nn.Module:
-    """Build the architecture registered as `name`; options go to its constructor."""
-    if name not in MODELS:
-        raise ValueError(f"model.name: unknown model '{name}' (known: {sorted(MODELS)})")
-    return MODELS[name](in_channels=in_channels, num_classes=num_classes, **options)
-
-
-# the `model.*` settings each architecture takes; the others have published shapes
-MODEL_OPTIONS: dict[str, tuple[str, ...]] = {
-    "cnn": ("width",),
-    "mlp": ("width",),
-    "wrn": ("depth", "widen", "dropout"),
-    "wrn28_10": ("dropout",),
-    "wrn22_10": ("dropout",),
-}
+    """Build the architecture registered as `name` (see `registry.MODELS`); options go to
+    its constructor."""
+    return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, **options)
 
 
 def build_model(settings: ModelSettings, in_channels: int, num_classes: int) -> nn.Module:
-    """The configured architecture, given only the options it takes (see `MODEL_OPTIONS`)."""
-    options = {key: getattr(settings, key) for key in MODEL_OPTIONS.get(settings.name, ())}
+    """The configured architecture, given only the `model.*` options it takes (its
+    registration's `options`; the others have published shapes)."""
+    options = {key: getattr(settings, key) for key in MODELS.info(settings.name).get("options", ())}
     return get_model(settings.name, in_channels, num_classes, **options)
 
 
@@ -59,7 +38,6 @@ def _conv_block(in_channels: int, out_channels: int) -> nn.Sequential:
     )
 
 
-@register("cnn")
 class SmallCNN(nn.Module):
     """Three conv-BN-ReLU-pool blocks (width w, 2w, 4w) and a linear classifier.
 
@@ -80,7 +58,6 @@ class SmallCNN(nn.Module):
         return self.classifier(self.features(x).flatten(1))
 
 
-@register("mlp")
 class MLP(nn.Module):
     """Fully connected net for MNIST-like inputs: flatten, `depth` hidden ReLU layers.
 
@@ -148,13 +125,11 @@ class CifarResNet(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
 
 
-@register("resnet18")
 def resnet18(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
     """ResNet-18 for CIFAR (Kuang Liu's variant): 11,173,962 parameters for 10 classes."""
     return CifarResNet(in_channels, num_classes, (64, 128, 256, 512), (2, 2, 2, 2))
 
 
-@register("resnet56")
 def resnet56(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
     """He et al.'s CIFAR ResNet-56 (3 stages x 9 blocks, widths 16/32/64), ~0.85M parameters.
 
@@ -166,7 +141,6 @@ def resnet56(in_channels: int = 3, num_classes: int = 10) -> nn.Module:
 VGG16_LAYERS = (64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M")
 
 
-@register("vgg16")
 class VGG16(nn.Module):
     """VGG-16 with BatchNorm, CIFAR variant: 13 conv-BN-ReLU layers, 5 max-pools, and one
     linear classifier on the 512-d 1x1 feature map (no 4096-wide FC layers): 14,728,266
@@ -211,7 +185,6 @@ class WideBlock(nn.Module):
         return out + (x if self.shortcut is None else self.shortcut(pre))
 
 
-@register("wrn")
 class WideResNet(nn.Module):
     """WideResNet-depth-k: (depth - 4) / 6 blocks per stage, widths 16k/32k/64k.
 
@@ -248,12 +221,10 @@ class WideResNet(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(out, 1), 1))
 
 
-@register("wrn28_10")
 def wrn28_10(in_channels: int = 3, num_classes: int = 10, dropout: float = 0.0) -> nn.Module:
     return WideResNet(in_channels, num_classes, depth=28, widen=10, dropout=dropout)
 
 
-@register("wrn22_10")
 def wrn22_10(in_channels: int = 3, num_classes: int = 100, dropout: float = 0.3) -> nn.Module:
     """CIFAR-100's WideResNet in the authors' code (ZIB-IOL/SMS, `WideResNet20`): depth 22,
     width 10, dropout 0.3, convolutions with biases: 26,863,460 parameters at 100 classes.
@@ -262,7 +233,6 @@ def wrn22_10(in_channels: int = 3, num_classes: int = 100, dropout: float = 0.3)
     return WideResNet(in_channels, num_classes, depth=22, widen=10, dropout=dropout, bias=True)
 
 
-@register("resnet50")
 def resnet50(in_channels: int = 3, num_classes: int = 1000) -> nn.Module:
     """torchvision's ImageNet ResNet-50 (25,557,032 parameters at 1000 classes), random init."""
     import torchvision

@@ -16,9 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..config import OodSettings
 from .checkpoints import NonFiniteError
-from .config import OodSettings
-from .corruptions import ood_corruptions
 from .data import Dataset, Split, iterate_batches
 from .metrics import (
     expected_calibration_error,
@@ -26,6 +25,7 @@ from .metrics import (
     theoretical_flops,
     worst_class_accuracy,
 )
+from .ood_sets import ood_corruptions
 from .pruning import sparsity
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # images -> logits (or log-probabilities)

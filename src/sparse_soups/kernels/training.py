@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .config import ComputeSettings, DataSettings, PretrainSettings
+from ..config import ComputeSettings, DataSettings, PretrainSettings
 from .data import Dataset
 from .pruning import Masks, apply_masks
 from .schedules import Schedule

@@ -56,8 +56,7 @@ from functools import partial
 import torch
 from torch import nn
 
-from .config import Settings
-from .layout import target_phases
+from ..config import Settings, dense_epochs, gmp_epochs, gmp_rounds
 from .pruning import Masks, apply_masks, dense_masks, select_masks, target_density
 from .schedules import Schedule
 
@@ -114,27 +113,8 @@ class GmpPlan:
         return bounds[round_index - 1], bounds[round_index]
 
 
-def gmp_epochs(settings: Settings, phase: int) -> int:
-    """GMP's length: `gmp.epochs`, or IMP's budget to reach phase `phase`."""
-    if settings.gmp.epochs is not None:
-        return settings.gmp.epochs
-    return settings.pretrain.epochs + phase * settings.retrain.epochs
-
-
-def dense_epochs(settings: Settings, phase: int) -> int:
-    """Epochs before pruning starts: `start_fraction` of GMP's, or pretraining's length."""
-    epochs = gmp_epochs(settings, phase)
-    if settings.gmp.start_fraction is None:
-        return min(settings.pretrain.epochs, epochs)
-    return round(settings.gmp.start_fraction * epochs)
-
-
-def gmp_rounds(settings: Settings) -> int:
-    return settings.gmp.rounds if settings.gmp.rounds is not None else settings.prune.phases
-
-
 def plan(settings: Settings, phase: int, steps_per_epoch: int) -> GmpPlan:
-    """GMP aimed at IMP phase `phase`'s sparsity (`problems` has checked the settings)."""
+    """GMP aimed at IMP phase `phase`'s sparsity (`validation` has checked the settings)."""
     epochs = gmp_epochs(settings, phase)
     start, total = dense_epochs(settings, phase) * steps_per_epoch, epochs * steps_per_epoch
     ramp = max(1, round(settings.gmp.ramp_fraction * (total - start)))
@@ -147,37 +127,6 @@ def plan(settings: Settings, phase: int, steps_per_epoch: int) -> GmpPlan:
         final_sparsity=1 - target_density(settings.prune.sparsity, settings.prune.phases, phase),
         rounds=gmp_rounds(settings),
     )
-
-
-def problems(settings: Settings, key: str) -> list[str]:
-    """Cross-key checks of GMP and rewinding that the schema cannot express, one line each,
-    naming the key (`key` is the experiment's path, e.g. `experiments.x`)."""
-    found = []
-    baselines, pretrain_epochs = settings.baselines, settings.pretrain.epochs
-    rewinding = baselines.imp_rewind or baselines.lottery_pools_tickets == "imp_rewind"
-    if rewinding and baselines.rewind_epoch >= pretrain_epochs:
-        found.append(
-            f"{key}.baselines.rewind_epoch: {baselines.rewind_epoch} must be less than "
-            f"pretrain.epochs ({pretrain_epochs}): rewinding needs an epoch of pretraining to return to"
-        )
-    sms_phases = set(target_phases(baselines.gmp_sms, settings.prune.phases))
-    phases = sms_phases | set(target_phases(baselines.gmp, settings.prune.phases))
-    gmp = settings.gmp
-    for phase in sorted(phases):
-        epochs, start = gmp_epochs(settings, phase), dense_epochs(settings, phase)
-        if start >= epochs:
-            found.append(
-                f"{key}.gmp.start_fraction: pruning would start at epoch {start} of GMP's {epochs} "
-                f"(gmp.epochs {gmp.epochs}, start_fraction {gmp.start_fraction}) for phase {phase}: "
-                "it must start before the last epoch"
-            )
-        elif phase in sms_phases and epochs - start < gmp_rounds(settings):
-            found.append(
-                f"{key}.gmp.rounds: {gmp_rounds(settings)} rounds need at least as many epochs after "
-                f"pruning starts, but GMP aimed at phase {phase} has {epochs - start} "
-                f"(gmp.epochs {epochs}, pruning from epoch {start})"
-            )
-    return found
 
 
 def _shifted(base: Schedule, offset: int, total: int, step: int, _local_total: int) -> float:

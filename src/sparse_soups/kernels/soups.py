@@ -97,3 +97,16 @@ def greedy_selection(validation_accuracies: Sequence[float], evaluate_soup: Eval
         if accuracy >= best:
             kept, best = [*kept, candidate], accuracy
     return sorted(kept)
+
+
+# Soup methods, as `registry.SOUP_METHODS` calls them: given the number of ingredients and
+# `soup_accuracy(indices)` (validation accuracy of the uniform soup of those ingredients,
+# BN recalibrated), return the indices to average.
+def uniform_selection(count: int, soup_accuracy: Evaluate) -> list[int]:
+    """Every ingredient (Wortsman et al.'s uniform soup)."""
+    return list(range(count))
+
+
+def greedy_soup(count: int, soup_accuracy: Evaluate) -> list[int]:
+    """The greedy soup, ranking ingredients by their own validation accuracy."""
+    return greedy_selection([soup_accuracy([i]) for i in range(count)], soup_accuracy)

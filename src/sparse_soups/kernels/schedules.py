@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from functools import partial
 
-from .config import PretrainSettings, RetrainSettings
+from ..config import PretrainSettings, RetrainSettings
 
 Schedule = Callable[[int, int], float]
 

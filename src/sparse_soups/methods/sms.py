@@ -1,0 +1,88 @@
+"""Sparse Model Soups: average a phase's ingredients, which share one mask, and
+recalibrate BatchNorm; and the mean-softmax ensemble of the same ingredients, the
+reference that costs m times the inference.
+
+The soup method (`registry.SOUP_METHODS`: uniform, greedy, or a plugin's) chooses which
+ingredients to average from the validation accuracy of candidate soups.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ..kernels.checkpoints import Checkpoint, sha256, write_json
+from ..kernels.evaluation import accuracy, ensemble_predict, ood_metrics, prediction_metrics
+from ..kernels.metrics import soup_geometry
+from ..kernels.pruning import sparsity
+from ..kernels.soups import average_state_dicts
+from ..registry import SOUP_METHODS
+from .context import Job
+from .record import total_budget
+
+log = logging.getLogger(__name__)
+
+
+def soup(job: Job, method: str, ingredients: list[Path], out: Path, name: str | None = None) -> Checkpoint:
+    """Average the ingredients that `method` keeps and recalibrate BN. `name` is the
+    soup's name in the run (e.g. `soup_at_end`, `uniform_k2`), the method's by default."""
+    select = SOUP_METHODS.get(method)
+    name = name or method
+    loaded = [Checkpoint.load(path) for path in ingredients]
+    phases = {c.meta.get("phase") for c in loaded}
+    if len(phases) != 1:
+        raise ValueError(f"ingredients come from different phases {sorted(phases)}: {ingredients}")
+    _ = job.dataset  # loaded before the model is built, as for every step
+    model = job.new_model()
+
+    def build(indices: list[int]) -> nn.Module:
+        model.load_state_dict(
+            average_state_dicts([loaded[i].state_dict for i in indices], [loaded[i].masks for i in indices])
+        )
+        job.recalibrate(model)
+        return model
+
+    kept = select(len(loaded), lambda indices: accuracy(build(indices), job.dataset.val, job.batch_size))
+    build(kept)
+    first = loaded[0].meta
+    record = job.record(
+        first["seed"], "soup", method=name, phase=first["phase"], target_sparsity=first["target_sparsity"],
+        kept=kept, ingredients=[str(p) for p in ingredients],
+        ingredient_sha256=[sha256(p) for p in ingredients],
+        geometry=soup_geometry([c.state_dict for c in loaded], model.state_dict()),
+        budget_epochs=total_budget(c.meta for c in loaded), bn_recalibrated=True,
+    )  # fmt: skip
+    log.info("%s soup of %d ingredients kept %s", method, len(loaded), kept)
+    return job.save(model.state_dict(), loaded[0].masks, record.to_meta(), out)
+
+
+def ensemble(job: Job, ingredients: list[Path], out: Path, ood_dir: Path | None = None) -> dict[str, Any]:
+    """Metrics of the mean-softmax ensemble of a phase's ingredients, against the true labels.
+
+    Not a sparse model: its inference cost is the sum of its members' nonzero weights,
+    recorded as `inference_cost` relative to one dense model.
+    """
+    loaded = [(Checkpoint.load(path), path) for path in ingredients]
+    models = [job.load_model(c, path) for c, path in loaded]
+    recalibrated = [
+        job.recalibrate_for_evaluation(m, c.meta) for m, (c, _) in zip(models, loaded, strict=True)
+    ]
+    member_sparsity = [sparsity(model)[0] for model in models]
+    first = loaded[0][0].meta
+    predict, settings = ensemble_predict(models), job.settings
+    record = job.record(
+        first["seed"], "ensemble", phase=first["phase"], target_sparsity=first["target_sparsity"],
+        sparsity=sum(member_sparsity) / len(models),
+        **prediction_metrics(predict, job.dataset, job.batch_size),
+        **ood_metrics(predict, job.dataset, ood_dir, settings.ood, job.batch_size),
+        inference_cost=sum(1 - s for s in member_sparsity),
+        bn_recalibrated=all(recalibrated), budget_epochs=total_budget(c.meta for c, _ in loaded),
+        members=[str(p) for p in ingredients], checkpoint_sha256=None,
+        member_sha256=[sha256(p) for p in ingredients],
+    )  # fmt: skip
+    metrics = record.to_meta()
+    write_json(metrics, out)
+    return metrics
