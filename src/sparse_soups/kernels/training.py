@@ -8,7 +8,6 @@ momentum and weight decay do.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import time
@@ -29,12 +28,6 @@ log = logging.getLogger(__name__)
 
 class DivergenceError(RuntimeError):
     """The loss stopped being finite: no checkpoint is written."""
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any labels, e.g. (seed, "retrain", phase, ingredient)."""
-    digest = hashlib.sha256(repr(parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def pick_device(requested: str = "auto") -> str:
