@@ -19,7 +19,8 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import update_config, validate
 
 # `--config` values with their YAML types (Snakemake passes nested ones as strings);
-# then name every bad key at once, and let Snakemake's validate fill in the defaults.
+# then name every bad key at once (experiments take their defaults from config.py;
+# Snakemake's validate fills in those of `resources`).
 update_config(config, typed_overrides(dict(workflow.config_settings.config)))
 # Plugin modules register soup methods, pruning criteria, datasets or models (README,
 # "Extending"); the jobs import them too, through the environment.
@@ -27,7 +28,10 @@ PLUGINS = load_plugins(config.get("plugins") or [])
 if PLUGINS:
     shell.prefix(f"export {PLUGINS_VARIABLE}={','.join(PLUGINS)}; ")
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
-_problems = config_file_problems(workflow.configfiles) + config_problems(config, SCHEMA)
+_problems = [
+    *config_file_problems(workflow.configfiles),
+    *config_problems(config, SCHEMA),
+]
 if _problems:
     raise WorkflowError(
         "Invalid config:\n  " + "\n  ".join(_problems) + "\n" + OVERRIDE_HINT
@@ -47,8 +51,8 @@ SETTINGS_AND_DATA = {
 
 
 wildcard_constraints:
-    experiment="|".join(EXPERIMENTS),
     **layout.wildcard_constraints(),
+    experiment="|".join(EXPERIMENTS),
 
 
 def job_resources(kind: str) -> dict:
@@ -200,7 +204,7 @@ def intermediate_models(name: str, settings: Settings, seed: int, metrics) -> li
     prefix = layout.run_dir(name, seed) + "/"
     files = []
     for path in metrics:
-        model_dir = path.removeprefix(prefix).removesuffix("/" + layout.METRICS_FILE)
+        model_dir = path.removeprefix(prefix).rpartition("/")[0]  # drop the file name
         template, fields = layout.parse(model_dir) or (None, {})
         if path.startswith(prefix) and template == "soup":
             files += soup_ingredients(SimpleNamespace(**vars(run), **fields))

@@ -30,7 +30,7 @@ rule prepare_data:
     log:
         experiment_log("prepare_data"),
     benchmark:
-        experiment_benchmark("prepare_data"),
+        experiment_benchmark("prepare_data")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
@@ -52,7 +52,7 @@ rule corrupt_test_set:
     log:
         experiment_log("corrupt_test_set"),
     benchmark:
-        experiment_benchmark("corrupt_test_set"),
+        experiment_benchmark("corrupt_test_set")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]

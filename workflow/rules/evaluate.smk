@@ -9,7 +9,7 @@ rule evaluate:
     log:
         run_log("evaluate/{model_dir}"),
     benchmark:
-        run_benchmark("evaluate/{model_dir}"),
+        run_benchmark("evaluate/{model_dir}")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]

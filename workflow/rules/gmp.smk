@@ -14,7 +14,7 @@ rule gmp:
     log:
         run_log("gmp_phase{phase}"),
     benchmark:
-        run_benchmark("gmp_phase{phase}"),
+        run_benchmark("gmp_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
@@ -36,7 +36,7 @@ rule gmp_sms_ingredient:
     log:
         run_log("gmp_sms_phase{phase}_round{round}_ingredient{index}"),
     benchmark:
-        run_benchmark("gmp_sms_phase{phase}_round{round}_ingredient{index}"),
+        run_benchmark("gmp_sms_phase{phase}_round{round}_ingredient{index}")
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
@@ -60,7 +60,7 @@ rule gmp_sms_round:
     log:
         run_log("gmp_sms_phase{phase}_round{round}_soup"),
     benchmark:
-        run_benchmark("gmp_sms_phase{phase}_round{round}_soup"),
+        run_benchmark("gmp_sms_phase{phase}_round{round}_soup")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
@@ -82,7 +82,7 @@ rule gmp_sms:
     log:
         run_log("gmp_sms_phase{phase}"),
     benchmark:
-        run_benchmark("gmp_sms_phase{phase}"),
+        run_benchmark("gmp_sms_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]

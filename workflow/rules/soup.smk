@@ -11,7 +11,7 @@ rule soup:
     log:
         run_log("soup_{soup}_phase{phase}"),
     benchmark:
-        run_benchmark("soup_{soup}_phase{phase}"),
+        run_benchmark("soup_{soup}_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
@@ -41,7 +41,7 @@ rule ensemble:
     log:
         run_log("ensemble_phase{phase}"),
     benchmark:
-        run_benchmark("ensemble_phase{phase}"),
+        run_benchmark("ensemble_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
@@ -66,7 +66,7 @@ rule lottery_pools:
     log:
         run_log("lottery_pools_{variant}_phase{phase}"),
     benchmark:
-        run_benchmark("lottery_pools_{variant}_phase{phase}"),
+        run_benchmark("lottery_pools_{variant}_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]

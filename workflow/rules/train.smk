@@ -7,7 +7,7 @@ rule pretrain:
     log:
         run_log("pretrain"),
     benchmark:
-        run_benchmark("pretrain"),
+        run_benchmark("pretrain")
     conda:
         ENV
     threads: RESOURCES["pretrain"]["threads"]
@@ -32,7 +32,7 @@ rule retrain:
     log:
         run_log("retrain_{lineage}_phase{phase}_ingredient{index}"),
     benchmark:
-        run_benchmark("retrain_{lineage}_phase{phase}_ingredient{index}"),
+        run_benchmark("retrain_{lineage}_phase{phase}_ingredient{index}")
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
@@ -56,7 +56,7 @@ rule rewind_point:
     log:
         run_log("rewind_point"),
     benchmark:
-        run_benchmark("rewind_point"),
+        run_benchmark("rewind_point")
     conda:
         ENV
     threads: RESOURCES["pretrain"]["threads"]
@@ -82,7 +82,7 @@ rule imp_rewind:
     log:
         run_log("imp_rewind_phase{phase}"),
     benchmark:
-        run_benchmark("imp_rewind_phase{phase}"),
+        run_benchmark("imp_rewind_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
