@@ -35,7 +35,7 @@ CHECKPOINTS = {"dense": "seed0/dense/model.pt", "sparse90": "seed0/uniform/phase
 STARTUP = {
     "python": "pass",
     "import_torch": "import torch",
-    "import_sparse_soups_steps": "import sparse_soups.steps",
+    "import_sparse_soups_jobs": "import sparse_soups.jobs",
 }
 
 
@@ -67,7 +67,7 @@ def main() -> None:
             path, converted[name] = _common.current_checkpoint(experiment / relative, Path(scratch))
             checkpoint[name] = _common.repeat(partial(Checkpoint.load, path), repeats)
 
-    start = startup["import_sparse_soups_steps"]["median"]
+    start = startup["import_sparse_soups_jobs"]["median"]
     by_rule = {}
     for rule, row in rule_times(experiment).iterrows():
         loads = checkpoints_read(rule, settings.soup.ingredients)
@@ -89,7 +89,7 @@ def main() -> None:
         "benchmark": "job_overhead",
         "machine": _common.machine(),
         "method": f"median of {repeats} repeats after 1 warm-up; torch threads 1; the overhead of a job is "
-        "process start + imports (python -c 'import sparse_soups.steps') + load_prepared (not for "
+        "process start + imports (python -c 'import sparse_soups.jobs') + load_prepared (not for "
         "prepare_data) + Checkpoint.load of a 90%-sparse checkpoint per checkpoint the job reads",
         "process_start_s": startup,
         "load_prepared_s": data,

@@ -53,7 +53,7 @@ def headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
         }
     if name == "job_overhead":
         return {
-            "process_start_and_imports_s": result["process_start_s"]["import_sparse_soups_steps"]["median"],
+            "process_start_and_imports_s": result["process_start_s"]["import_sparse_soups_jobs"]["median"],
             "load_prepared_s": result["load_prepared_s"]["median"],
             "checkpoint_load_s": result["checkpoint_load_s"]["sparse90"]["median"],
             "share_of_mean_job": {

@@ -1,9 +1,10 @@
 """Hyperparameters of one experiment, one dataclass per concern.
 
-The workflow validates `config/*.yaml` against `workflow/schemas/config.schema.yaml`
-(which fills in defaults) and hands each job the resolved settings of its experiment as
-JSON. The dataclass defaults here mirror the schema's so that the library can be used
-without Snakemake; `tests/test_config.py` keeps the two in agreement.
+Every default is declared here and nowhere else: the workflow checks `config/*.yaml`
+against `workflow/schemas/config.schema.yaml` (types, ranges, names; no defaults), builds
+each experiment's settings from these dataclasses, and hands each job the resolved
+settings as JSON. Also here: what the settings imply without torch (GMP's epochs, the
+phases a baseline switch aims at), which the workflow plans with.
 """
 
 from __future__ import annotations
@@ -119,7 +120,7 @@ class BaselineSettings:
     ensemble: bool = True  # mean-softmax ensemble of each phase's SMS ingredients
     lottery_pools: str = "last"  # none | last | all: target phases of Lottery Pools (interp and avg)
     lottery_pools_tickets: str = "imp"  # imp | imp_rewind: the chain whose tickets Lottery Pools mixes
-    gmp: str = "last"  # none | last | all: target phases of gradual magnitude pruning (see gmp.py)
+    gmp: str = "last"  # none | last | all: target phases of GMP (see kernels/gradual.py)
     gmp_sms: str = "last"  # none | last | all: target phases of GMP + SMS
     imp_rewind: bool = False  # IMP with weight rewinding to the end of epoch `rewind_epoch`
     rewind_epoch: int = 1  # < pretrain.epochs; 0 rewinds to the initialization
@@ -127,7 +128,7 @@ class BaselineSettings:
 
 @dataclass(frozen=True)
 class GmpSettings:
-    """Gradual magnitude pruning (Zhu & Gupta 2017) and its SMS rounds; see gmp.py."""
+    """Gradual magnitude pruning (Zhu & Gupta 2017) and its SMS rounds; see kernels/gradual.py."""
 
     epochs: int | None = None  # None: IMP's budget to the target phase, pretrain + phase * retrain
     start_fraction: float | None = None  # pruning starts here; None: after pretrain.epochs

@@ -187,12 +187,12 @@ def all_results() -> list[str]:
     for name, settings in EXPERIMENTS.items():
         metrics = experiment_metrics(SimpleNamespace(experiment=name))
         files += [f"results/{name}/settings.json", f"results/{name}/data.pt", *metrics]
-        files += [
-            path.removesuffix(layout.METRICS_FILE) + layout.MODEL_FILE
-            for path in metrics
-            if f"/{layout.ENSEMBLE}/" not in path
-        ]
         for seed in settings.seeds:
+            run = layout.run_dir(name, seed)
+            files += [
+                f"{run}/{model_dir}/{layout.MODEL_FILE}"
+                for model_dir in plan.experiment_model_dirs(settings)
+            ]
             files += intermediate_models(name, settings, seed, metrics)
     return list(dict.fromkeys(files))
 

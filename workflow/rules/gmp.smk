@@ -1,6 +1,6 @@
 # Pruning during training: gradual magnitude pruning (GMP) aimed at an IMP phase's
 # sparsity, and GMP + SMS (rounds of m copies, averaged and re-pruned). The library's
-# gmp.py documents the exact adaptation; layout.py the directories.
+# kernels/gradual.py documents the exact adaptation; layout.py the directories.
 
 
 rule gmp:

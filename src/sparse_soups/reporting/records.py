@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import layout
 from ..kernels.checkpoints import sha256
-from ..methods.record import REQUIRED_METRICS
+from ..methods.record import KINDS, REQUIRED_METRICS, ModelRecord
 from ..registry import SOUP_METHODS
 
 DENSE_ROW = "Dense"
@@ -51,7 +51,8 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
         problem = record_problem(record)
         if problem is not None:
             raise ValueError(f"metrics file {path}: {problem}")
-        identity = (record["experiment"], record["seed"], record["model_dir"])
+        identity = ModelRecord.from_meta(record)
+        identity = (identity.experiment, identity.seed, identity.model_dir)
         if identity in seen:
             raise ValueError(f"metrics files {seen[identity]} and {path} both describe {identity}")
         seen[identity] = path
@@ -78,6 +79,8 @@ def record_problem(record: dict) -> str | None:
     for field, kind in (("experiment", str), ("kind", str), ("model_dir", str)):
         if not isinstance(record[field], kind) or not record[field]:
             return f"'{field}' is {record[field]!r}, not a non-empty string"
+    if record["kind"] not in KINDS:
+        return f"'kind' is {record['kind']!r}, none of {', '.join(KINDS)}"
     for field in ("seed", "phase"):
         value = record[field]
         if not isinstance(value, int) or isinstance(value, bool) or value < 0:
