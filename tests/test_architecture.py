@@ -227,3 +227,23 @@ def test_renaming_a_directory_template_moves_the_dag_and_the_report(tmp_path: Pa
     assert any(r["model_dir"] == "uniform/phase2/average" for r in records)
     rows = method_results(records)
     assert set(rows[rows.phase == 2].method) >= {"SMS uniform", "SMS greedy"}
+
+
+def test_closed_vocabularies_are_declared_once_and_the_code_accepts_each_name() -> None:
+    """Schedules come into the schema from the code (`x-names`); the corruption names
+    are the schema's enum and the code's tuple, which must agree; each name is accepted."""
+    from sparse_soups.config import PretrainSettings, RetrainSettings
+    from sparse_soups.kernels.corruptions import ALL
+    from sparse_soups.kernels.schedules import pretrain_schedule, retrain_schedule
+
+    text = (REPO / "workflow" / "schemas" / "config.schema.yaml").read_text()
+    assert "enum: [ft," not in text and "enum: [linear," not in text
+    experiment = load_schema(REPO / "workflow" / "schemas" / "config.schema.yaml")["$defs"]["experiment"]
+    properties = experiment["properties"]
+    for name in properties["retrain"]["properties"]["schedule"]["enum"]:
+        assert retrain_schedule(RetrainSettings(schedule=name))(0, 10) >= 0
+    for name in properties["pretrain"]["properties"]["schedule"]["enum"]:
+        assert pretrain_schedule(PretrainSettings(schedule=name))(0, 10) > 0
+    with pytest.raises(ValueError, match=r"retrain\.schedule: unknown schedule 'x'"):
+        retrain_schedule(RetrainSettings(schedule="x"))
+    assert tuple(properties["ood"]["properties"]["corruptions"]["items"]["enum"]) == ALL

@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, jobs
-from .config import Settings, SettingsError
+from .config import LOTTERY_POOLS_VARIANTS, Settings, SettingsError
 from .kernels.checkpoints import CheckpointError
 from .kernels.data import DataNotFoundError
 from .kernels.training import DivergenceError, make_reproducible, pick_device
-from .methods.lottery_pools import VARIANTS
 from .registry import load_plugins
 
 
@@ -82,7 +81,7 @@ COMMANDS: dict[str, Command] = {
         "Lottery Pools over the tickets of an IMP chain",
         (
             arg("--phase", type=int, required=True, dest="target_phase", help="target phase"),
-            arg("--variant", required=True, choices=list(VARIANTS)),
+            arg("--variant", required=True, choices=LOTTERY_POOLS_VARIANTS),
             arg("tickets", type=Path, nargs="+", help="the IMP models of phases 1..P, in order"),
         ),
     ),

@@ -196,6 +196,9 @@ class Settings:
 # --- what the settings imply, without torch (the workflow plans with these) ---------
 
 
+LOTTERY_POOLS_VARIANTS = ("interp", "avg")  # alpha grid search, and alpha = 0.5
+
+
 def target_phases(switch: str, phases: int) -> list[int]:
     """The phases a `none | last | all` baseline switch aims at."""
     return {"none": [], "last": [phases], "all": list(range(1, phases + 1))}[switch]

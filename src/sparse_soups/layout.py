@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import re
 
-from .config import target_phases
+from .config import LOTTERY_POOLS_VARIANTS, target_phases
 from .registry import SOUP_METHODS
 
 DENSE = "dense"
@@ -45,7 +45,6 @@ IMP_REWIND = "imp_rewind"
 REWIND = "rewind"
 ABLATION_PREFIX = "uniform_m"
 SUBSET_PREFIX = "uniform_k"
-LOTTERY_POOLS_VARIANTS = ("interp", "avg")
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 RUN = "results/{experiment}/seed{seed}"

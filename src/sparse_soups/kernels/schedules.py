@@ -44,6 +44,11 @@ def _step(milestones: tuple[float, ...], gamma: float, progress: float) -> float
     return gamma ** sum(progress >= m for m in milestones)
 
 
+# The schedules' names, declared here only: the config schema takes its enums from these.
+PRETRAIN_SCHEDULES = ("linear", "cosine", "step", "constant")
+RETRAIN_SCHEDULES = ("ft", "lrw", "slr", "clr", "llr", "allr")
+
+
 def _pretrain_decay(settings: PretrainSettings) -> Callable[[float], float]:
     decays: dict[str, Callable[[float], float]] = {
         "linear": _linear,
@@ -52,9 +57,8 @@ def _pretrain_decay(settings: PretrainSettings) -> Callable[[float], float]:
         "step": partial(_step, tuple(settings.step_milestones), settings.step_gamma),
     }
     if settings.schedule not in decays:
-        raise ValueError(
-            f"pretrain.schedule: unknown schedule '{settings.schedule}' (known: {sorted(decays)})"
-        )
+        known = ", ".join(PRETRAIN_SCHEDULES)
+        raise ValueError(f"pretrain.schedule: unknown schedule '{settings.schedule}' (known: {known})")
     return decays[settings.schedule]
 
 
@@ -116,6 +120,4 @@ def retrain_schedule(
     if name == "clr":
         floor = min(before(step, pretrain_steps) for step in range(pretrain_steps))
         return partial(_with_warmup, partial(_cosine_to, floor), warmup)
-    raise ValueError(
-        f"retrain.schedule: unknown schedule '{name}' (known: ['allr', 'clr', 'ft', 'llr', 'lrw', 'slr'])"
-    )
+    raise ValueError(f"retrain.schedule: unknown schedule '{name}' (known: {', '.join(RETRAIN_SCHEDULES)})")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from ..config import LOTTERY_POOLS_VARIANTS
 from ..kernels.checkpoints import Checkpoint, sha256
 from ..kernels.evaluation import accuracy
 from ..kernels.lottery_pools import ALPHAS, AVG_ALPHAS, lottery_pool
@@ -15,7 +16,7 @@ from ..kernels.pruning import apply_masks, dense_masks, prunable_parameters, sel
 from .context import Job
 
 log = logging.getLogger(__name__)
-VARIANTS = {"interp": ALPHAS, "avg": AVG_ALPHAS}  # the alpha grid, or alpha = 0.5
+VARIANTS = dict(zip(LOTTERY_POOLS_VARIANTS, (ALPHAS, AVG_ALPHAS), strict=True))  # the alpha grid, or 0.5
 
 
 def lottery_pools(job: Job, target_phase: int, tickets: list[Path], variant: str, out: Path) -> Checkpoint:

@@ -47,10 +47,9 @@ def config_problems(config: dict[str, Any], schema_path: str | Path) -> list[str
         config = {**config, "experiments": experiments}
     errors = schema_errors(config, schema_path)
     problems += [message for _, message in errors]
-    schema = load_schema(schema_path)
     for name, experiment in (experiments if isinstance(experiments, dict) else {}).items():
         if isinstance(experiment, dict):
             own = [path for path, _ in errors if path[:2] == ("experiments", name)]
             dirty = {path[2] if len(path) > 2 else None for path in own}
-            problems += experiment_problems(name, experiment, dirty, schema)
+            problems += experiment_problems(name, experiment, dirty)
     return problems

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings, SettingsError, dense_epochs, gmp_epochs, gmp_rounds, target_phases
+from ..kernels.schedules import RETRAIN_SCHEDULES
 from ..registry import DATASETS
 
 MAX_RETRAINS = 10_000  # SMS retrains one experiment may plan: the paper's need about 100
@@ -32,7 +33,7 @@ def with_defaults(experiment: dict[str, Any]) -> dict[str, Any]:
     return filled
 
 
-def experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any], schema: dict) -> list[str]:
+def experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any]) -> list[str]:
     """The cross-key checks of one experiment; those on the whole typed settings only
     when everything else holds. `dirty` names the sections that failed the schema."""
     key, exp = f"experiments.{name}", with_defaults(experiment)
@@ -46,7 +47,7 @@ def experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any], 
     if clean("ood"):
         found += _ood_problems(key, exp["ood"])
     if clean("soup"):
-        found += _soup_problems(key, exp["soup"], _retrain_schedules(schema))
+        found += _soup_problems(key, exp["soup"])
     if clean("model"):
         found += _model_problems(key, exp["model"])
     if clean("baselines", "prune"):
@@ -56,11 +57,6 @@ def experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any], 
     if dirty or found:
         return found
     return _settings_problems(name, experiment)
-
-
-def _retrain_schedules(schema: dict) -> list[str]:
-    """The retrain schedules, as the schema's `retrain.schedule` enum lists them."""
-    return schema["$defs"]["experiment"]["properties"]["retrain"]["properties"]["schedule"]["enum"]
 
 
 def _root_problems(key: str, data: dict[str, Any]) -> list[str]:
@@ -97,7 +93,7 @@ def _ood_problems(key: str, ood: dict[str, Any]) -> list[str]:
     return []
 
 
-def _soup_problems(key: str, soup: dict[str, Any], schedules: list[str]) -> list[str]:
+def _soup_problems(key: str, soup: dict[str, Any]) -> list[str]:
     """One value per ingredient, of the varied axis' type; k of m no more than m."""
     key, axis, values, m = f"{key}.soup", soup["vary"], list(soup["values"]), soup["ingredients"]
     problems = [
@@ -114,7 +110,7 @@ def _soup_problems(key: str, soup: dict[str, Any], schedules: list[str]) -> list
         problems.append(f"{key}.values: {len(values)} values for {m} ingredients (need one each)")
     for value in values:
         wrong_type = not isinstance(value, _AXIS_TYPES[axis]) or isinstance(value, bool)
-        if wrong_type or (axis == "schedule" and value not in schedules):
+        if wrong_type or (axis == "schedule" and value not in RETRAIN_SCHEDULES):
             problems.append(f"{key}.values: {value!r} is not a valid {axis}")
         elif axis != "schedule" and (value < 0 or (axis != "weight_decay" and value == 0)):
             problems.append(f"{key}.values: {value!r} is out of range for {axis}")

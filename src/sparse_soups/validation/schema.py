@@ -12,7 +12,14 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ..kernels.schedules import PRETRAIN_SCHEDULES, RETRAIN_SCHEDULES
 from ..registry import REGISTRIES
+
+# Closed vocabularies declared in the code (torch-free), filled in where the schema says `x-names`.
+NAMES = {
+    "pretrain_schedules": PRETRAIN_SCHEDULES,
+    "retrain_schedules": RETRAIN_SCHEDULES,
+}
 
 
 def _is_integer(_checker: Any, instance: object) -> bool:
@@ -32,7 +39,8 @@ StrictValidator = jsonschema.validators.extend(jsonschema.Draft202012Validator, 
 
 
 def _fill_registries(node: Any) -> Any:
-    """The schema with each `x-registry: name` given that registry's names as its enum."""
+    """The schema with each `x-registry: name` given that registry's names as its enum,
+    and each `x-names: name` the names `NAMES` holds."""
     if isinstance(node, list):
         return [_fill_registries(item) for item in node]
     if not isinstance(node, dict):
@@ -40,6 +48,8 @@ def _fill_registries(node: Any) -> Any:
     filled = {key: _fill_registries(value) for key, value in node.items()}
     if "x-registry" in filled:
         filled["enum"] = list(REGISTRIES[filled["x-registry"]].names())
+    if "x-names" in filled:
+        filled["enum"] = list(NAMES[filled["x-names"]])
     return filled
 
 
