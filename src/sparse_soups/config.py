@@ -197,11 +197,17 @@ class Settings:
 
 
 LOTTERY_POOLS_VARIANTS = ("interp", "avg")  # alpha grid search, and alpha = 0.5
+BASELINE_TARGETS = ("none", "last", "all")  # the phases a baseline switch aims at
+# What an ingredient's recipe may vary in (`soup.vary`), with the type of its values.
+VARY_AXES: dict[str, tuple[type, ...]] = {
+    "seed": (int,), "weight_decay": (int, float), "lr": (int, float), "epochs": (int,), "schedule": (str,),
+}  # fmt: skip
 
 
 def target_phases(switch: str, phases: int) -> list[int]:
     """The phases a `none | last | all` baseline switch aims at."""
-    return {"none": [], "last": [phases], "all": list(range(1, phases + 1))}[switch]
+    targets = dict(zip(BASELINE_TARGETS, ([], [phases], list(range(1, phases + 1))), strict=True))
+    return targets[switch]
 
 
 def gmp_epochs(settings: Settings, phase: int) -> int:

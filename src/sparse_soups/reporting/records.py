@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from .. import layout
+from ..config import VARY_AXES
 from ..kernels.checkpoints import sha256
 from ..methods.record import KINDS, REQUIRED_METRICS, ModelRecord
 from ..registry import SOUP_METHODS
@@ -29,7 +30,7 @@ METRICS = (
     "ood_accuracy", "budget_epochs",
 )  # fmt: skip
 # Recipe fields an ingredient may vary in (`soup.vary`), as the checkpoint meta records them.
-AXES = ("weight_decay", "lr", "epochs", "schedule")
+AXES = tuple(axis for axis in VARY_AXES if axis != "seed")
 
 REQUIRED_FIELDS = ("experiment", "seed", "model_dir", "kind", "phase", *REQUIRED_METRICS)
 

@@ -13,14 +13,11 @@ import gzip
 from pathlib import Path
 from typing import Any
 
-from ..config import Settings, SettingsError, dense_epochs, gmp_epochs, gmp_rounds, target_phases
+from ..config import VARY_AXES, Settings, SettingsError, dense_epochs, gmp_epochs, gmp_rounds, target_phases
 from ..kernels.schedules import RETRAIN_SCHEDULES
 from ..registry import DATASETS
 
 MAX_RETRAINS = 10_000  # SMS retrains one experiment may plan: the paper's need about 100
-_AXIS_TYPES: dict[str, tuple[type, ...]] = {
-    "weight_decay": (int, float), "lr": (int, float), "epochs": (int,), "schedule": (str,),
-}  # fmt: skip
 
 
 def with_defaults(experiment: dict[str, Any]) -> dict[str, Any]:
@@ -109,7 +106,7 @@ def _soup_problems(key: str, soup: dict[str, Any]) -> list[str]:
     if len(values) != m:
         problems.append(f"{key}.values: {len(values)} values for {m} ingredients (need one each)")
     for value in values:
-        wrong_type = not isinstance(value, _AXIS_TYPES[axis]) or isinstance(value, bool)
+        wrong_type = not isinstance(value, VARY_AXES[axis]) or isinstance(value, bool)
         if wrong_type or (axis == "schedule" and value not in RETRAIN_SCHEDULES):
             problems.append(f"{key}.values: {value!r} is not a valid {axis}")
         elif axis != "schedule" and (value < 0 or (axis != "weight_decay" and value == 0)):
@@ -129,7 +126,7 @@ def _lottery_pools_problems(key: str, experiment: dict[str, Any], asked: str | N
     """Lottery Pools mixes tickets of several phases: asked for (not merely left at its
     default) with one phase, say so; the default is skipped with one phase."""
     phases = experiment["prune"]["phases"]
-    if asked in ("last", "all") and phases < 2:
+    if asked not in (None, "none") and phases < 2:
         return [
             f"{key}.baselines.lottery_pools: '{asked}' needs prune.phases >= 2 (it mixes tickets "
             f"of several phases; prune.phases is {phases}): set it to none"

@@ -12,11 +12,14 @@ from typing import Any
 import jsonschema
 import yaml
 
+from ..config import BASELINE_TARGETS, VARY_AXES
 from ..kernels.schedules import PRETRAIN_SCHEDULES, RETRAIN_SCHEDULES
 from ..registry import REGISTRIES
 
 # Closed vocabularies declared in the code (torch-free), filled in where the schema says `x-names`.
 NAMES = {
+    "vary_axes": tuple(VARY_AXES),
+    "baseline_targets": BASELINE_TARGETS,
     "pretrain_schedules": PRETRAIN_SCHEDULES,
     "retrain_schedules": RETRAIN_SCHEDULES,
 }
