@@ -113,6 +113,7 @@ def run_candidate(name: str, overrides: dict, seed: int, data: Path) -> dict:
     from sparse_soups import jobs
     from sparse_soups.kernels.data import load_prepared
     from sparse_soups.kernels.training import make_reproducible
+    from sparse_soups.methods import context
 
     make_reproducible(1)
     settings = _settings(name, overrides)
@@ -121,14 +122,14 @@ def run_candidate(name: str, overrides: dict, seed: int, data: Path) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         history: list = []
-        original_train = jobs.train
+        original_train = context.train
 
         def recording_train(*args, **kwargs):
             result = original_train(*args, **kwargs)
             history.append(result.history)
             return result
 
-        jobs.train = recording_train
+        context.train = recording_train  # every method trains through the job context
         try:
             jobs.pretrain(settings, data, seed, root / "dense.pt")
             dense_curve = [r.train_loss for r in history[0]]
@@ -154,7 +155,7 @@ def run_candidate(name: str, overrides: dict, seed: int, data: Path) -> dict:
                 rows["sms_uniform"].append(_score(settings, dataset, soup))
                 imp_parent, uniform_parent = imp, soup
         finally:
-            jobs.train = original_train
+            context.train = original_train
     del torch
     return {
         "candidate": name, "seed": seed, "settings": dataclasses.asdict(settings),
