@@ -17,7 +17,13 @@ from sparse_soups.kernels import gradual as gmp
 from sparse_soups.kernels.checkpoints import Checkpoint
 from sparse_soups.kernels.data import load_prepared
 from sparse_soups.kernels.models import SmallCNN, build_model
-from sparse_soups.kernels.pruning import dense_masks, prunable_parameters, select_masks, target_density
+from sparse_soups.kernels.pruning import (
+    dense_masks,
+    prunable_parameters,
+    rewind_to,
+    select_masks,
+    target_density,
+)
 from sparse_soups.kernels.schedules import pretrain_schedule
 from sparse_soups.kernels.seeds import derive_seed
 from sparse_soups.kernels.soups import MaskMismatchError, average_state_dicts, recalibrate_batchnorm
@@ -217,7 +223,7 @@ def test_rewinding_resets_survivors_to_the_rewind_point_and_keeps_the_mask(
     torch.manual_seed(0)
     early, late = SmallCNN(width=4), SmallCNN(width=4)
     masks = select_masks(late, dense_masks(late), 0.4, "global")
-    gmp.rewind_to(late, early.state_dict(), masks)
+    rewind_to(late, early.state_dict(), masks)
     for name, p in late.state_dict().items():
         keep = masks.get(name, torch.ones_like(p, dtype=torch.bool))
         assert torch.equal(p[keep], early.state_dict()[name][keep]), name

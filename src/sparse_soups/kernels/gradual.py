@@ -1,5 +1,4 @@
-"""Pruning during training: gradual magnitude pruning (GMP), GMP with Sparse Model Soups,
-and the weight rewinding of IMP with rewinding.
+"""Pruning during training: gradual magnitude pruning (GMP) and GMP with Sparse Model Soups.
 
 **GMP** (Zhu & Gupta, 2017) trains from the same seeded initialization as the dense
 model, with the pretraining LR schedule stretched over GMP's epochs (by default IMP's
@@ -36,14 +35,6 @@ magnitude (`prune.selection` applies to IMP).
    differing masks and is left so), and BatchNorm is recalibrated.
 5. The next round starts from that model; the last round's average is the result. With
    the defaults the copies train for as many epochs in total as SMS's retrains do.
-
-**IMP with weight rewinding** (Frankle et al., 2020): each phase prunes the chain's
-previous model by magnitude, resets the surviving weights (and every other entry of the
-state) to the dense run's state at the end of epoch k (`baselines.rewind_epoch`), and
-retrains for the remaining `pretrain.epochs - k` epochs with the pretraining LR schedule
-from that epoch on. The epoch-k state is obtained by replaying the first k epochs of
-pretraining (same initialization, batch order and LR), which is bitwise the pretraining
-run's state at that point when run on the same number of threads.
 """
 
 from __future__ import annotations
@@ -177,12 +168,5 @@ def average_dense_and_reprune(
 
 
 @torch.no_grad()
-def rewind_to(model: nn.Module, rewind_state: StateDict, masks: Masks) -> None:
-    """Reset every entry of `model` to the rewind point, then zero the pruned weights:
-    survivors get exactly their early-training values, the mask is the pruned model's."""
-    model.load_state_dict(rewind_state)
-    apply_masks(model, masks)
-
-
 def steps_per_epoch(train_size: int, batch_size: int) -> int:
     return math.ceil(train_size / batch_size)

@@ -144,3 +144,10 @@ def sparsity(model: nn.Module) -> tuple[float, dict[str, float]]:
     total = sum(p.numel() for p in params.values())
     per_layer = {name: zeros[name] / params[name].numel() for name in params}
     return sum(zeros.values()) / total, per_layer
+
+
+def rewind_to(model: nn.Module, rewind_state: dict[str, torch.Tensor], masks: Masks) -> None:
+    """Reset every entry of `model` to the rewind point, then zero the pruned weights:
+    survivors get exactly their early-training values, the mask is the pruned model's."""
+    model.load_state_dict(rewind_state)
+    apply_masks(model, masks)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ..kernels import gradual
 from ..kernels.checkpoints import Checkpoint, sha256
-from ..kernels.pruning import dense_masks
+from ..kernels.pruning import dense_masks, rewind_to
 from ..kernels.schedules import allr_scale, pretrain_schedule, retrain_schedule
 from ..kernels.seeds import derive_seed
 from .context import Job, norm_drop
@@ -100,7 +100,7 @@ def imp_rewind(
     if point.meta.get("kind") != "rewind" or point.meta.get("rewind_epoch") != epoch:
         raise ValueError(f"{rewind} is not the rewind point of epoch {epoch} (meta {point.meta})")
     masks = job.prune_for_phase(model, parent, job.masks_of(start), phase, seed)
-    gradual.rewind_to(model, point.state_dict, masks)
+    rewind_to(model, point.state_dict, masks)
     pretrain = job.settings.pretrain
     offset = epoch * gradual.steps_per_epoch(len(job.dataset.train), pretrain.batch_size)
     record = job.record(
