@@ -27,6 +27,8 @@ from .kernels.data import DataNotFoundError
 from .kernels.training import DivergenceError, make_reproducible, pick_device
 from .registry import load_plugins
 
+log = logging.getLogger(__name__)
+
 
 def arg(*flags: str, **options: Any) -> tuple[tuple[str, ...], dict[str, Any]]:
     return flags, options
@@ -157,6 +159,7 @@ def run(args: argparse.Namespace) -> Any:
     options = {key: value for key, value in vars(args).items() if key not in COMMON}
     if command.device:
         options["device"] = pick_device(args.device)
+        log.info("device %s, %d thread(s)", options["device"], args.threads)
     return command.job(settings, **options)
 
 
