@@ -44,7 +44,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 from torchvision.transforms import v2
-from training_throughput import minimal_epoch, package_epoch, peak_matmul, sgd
+from training_throughput import minimal_epoch, package_epoch, peak_matmul, train_on_loader
 
 from sparse_soups import jobs
 from sparse_soups.config import Settings
@@ -202,13 +202,7 @@ def dataloader_epoch(
     def epoch(seed: int) -> None:
         loader = DataLoader(data, batch_size=settings.pretrain.batch_size, shuffle=True, num_workers=workers,
                             collate_fn=collate, generator=torch.Generator().manual_seed(seed))  # fmt: skip
-        optimizer = sgd(model, settings)
-        model.train()
-        for x, y in loader:
-            loss = nn.functional.cross_entropy(model(x.to(device, non_blocking=True)), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        train_on_loader(model, settings, loader, device, torch.contiguous_format)
 
     return epoch
 

@@ -127,15 +127,22 @@ def dataloader_epoch(
         generator = torch.Generator().manual_seed(seed)
         batch = settings.pretrain.batch_size
         loader = DataLoader(data, batch_size=batch, shuffle=True, num_workers=workers, generator=generator)
-        optimizer = sgd(model, settings)
-        model.train()
-        for x, y in loader:
-            loss = nn.functional.cross_entropy(model(x.to(device, memory_format=layout)), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
+        train_on_loader(model, settings, loader, device, layout)
 
     return epoch
+
+
+def train_on_loader(
+    model: nn.Module, settings: Settings, loader: DataLoader, device: str, layout: torch.memory_format
+) -> None:
+    """One epoch of plain SGD over a DataLoader's batches, each copied to the device."""
+    optimizer = sgd(model, settings)
+    model.train()
+    for x, y in loader:
+        loss = nn.functional.cross_entropy(model(x.to(device, memory_format=layout)), y.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
 
 
 def flops_per_image(model: nn.Module, batch: int, device: str) -> float:
