@@ -21,11 +21,12 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, jobs
-from .config import LOTTERY_POOLS_VARIANTS, Settings, SettingsError
+from .config import LOTTERY_POOLS_VARIANTS, SettingsError
 from .kernels.checkpoints import CheckpointError
 from .kernels.data import DataNotFoundError
 from .kernels.training import DivergenceError, make_reproducible, pick_device
 from .registry import load_plugins
+from .stages import read_settings
 
 log = logging.getLogger(__name__)
 
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> Any:
         from .reporting import write_report  # matplotlib and seaborn: only here
 
         return write_report(args.metrics, args.out, args.parts)
-    settings = Settings.from_json(args.settings)
+    settings = read_settings(args.settings)
     make_reproducible(args.threads)
     command = COMMANDS[args.command]
     options = {key: value for key, value in vars(args).items() if key not in COMMON}

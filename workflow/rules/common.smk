@@ -8,6 +8,7 @@ from sparse_soups import layout, plan
 from sparse_soups.config import Settings, gmp_rounds
 from sparse_soups.methods.recipes import imp_shares_phase1
 from sparse_soups.registry import PLUGINS_VARIABLE, load_plugins
+from sparse_soups.stages import STAGES, stage_settings
 from sparse_soups.reporting.parts import settings_parts
 from sparse_soups.validation import (
     OVERRIDE_HINT,
@@ -44,10 +45,14 @@ EXPERIMENTS = {
 }
 RESOURCES = config["resources"]
 ENV = "../../envs/sparse-soups.yaml"
-SETTINGS_AND_DATA = {
-    "settings": "results/{experiment}/settings.json",
-    "data": "results/{experiment}/data.pt",
-}
+
+
+def stage_inputs(stage: str) -> dict:
+    """A job's settings (only its stage's keys: see stages.py) and the prepared data."""
+    return {
+        "settings": f"results/{{experiment}}/settings/{stage}.json",
+        "data": "results/{experiment}/data.pt",
+    }
 
 
 wildcard_constraints:

@@ -21,10 +21,26 @@ rule settings:
         )
 
 
+rule stage_settings:
+    """The keys of the settings one stage reads (stages.STAGES), as the input of that
+    stage's jobs: a change reruns only the stages that read it."""
+    output:
+        update("results/{experiment}/settings/{stage}.json"),
+    localrule: True
+    params:
+        settings=lambda wildcards: stage_settings(
+            settings_of(wildcards), wildcards.stage
+        ),
+    run:
+        from sparse_soups.kernels.checkpoints import write_json
+
+        write_json(params.settings, output[0])
+
+
 rule prepare_data:
     """Find the raw files, hold out the validation split, save as one compact file."""
     input:
-        settings="results/{experiment}/settings.json",
+        settings="results/{experiment}/settings/data.json",
     output:
         update("results/{experiment}/data.pt"),
     log:
@@ -46,7 +62,7 @@ rule corrupt_test_set:
     `.npy` layout: generated from the test split (seeded), or the official files subsampled.
     """
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("ood"),
     output:
         directory("results/{experiment}/ood"),
     log:

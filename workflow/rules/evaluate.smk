@@ -1,7 +1,7 @@
 rule evaluate:
     """Accuracy, ECE, worst-class and OOD accuracy, sparsity and FLOPs of one model."""
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("evaluate"),
         checkpoint=f"{layout.RUN}/{{model_dir}}/{layout.MODEL_FILE}",
         ood=ood_input,
     output:

@@ -7,7 +7,7 @@ rule gmp:
     """GMP from the dense model's initialization to one phase's sparsity (cubic schedule);
     also keeps its state when pruning starts, where GMP + SMS begins."""
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("gmp"),
     output:
         model=update(layout.pattern("gmp")),
         prefix=update(layout.pattern("gmp_prefix")),
@@ -29,7 +29,7 @@ rule gmp:
 rule gmp_sms_ingredient:
     """One copy of a GMP + SMS round: GMP's schedules continued from the round's start."""
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("gmp"),
         parent=gmp_sms_parent,
     output:
         update(layout.pattern("gmp_sms_ingredient")),
@@ -53,7 +53,7 @@ rule gmp_sms_round:
     """Average a round's copies, re-prune to the schedule's sparsity, recalibrate
     BatchNorm: the next round starts here (rounds before the last)."""
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("gmp"),
         ingredients=gmp_sms_copies,
     output:
         update(layout.pattern("gmp_sms_round")),
@@ -75,7 +75,7 @@ rule gmp_sms_round:
 rule gmp_sms:
     """The last round's average: GMP + SMS's model for one phase's sparsity."""
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("gmp"),
         ingredients=gmp_sms_last_copies,
     output:
         update(layout.pattern("gmp_sms")),

@@ -4,7 +4,7 @@ rule soup:
     `soup_at_end` averages the IMP chain's last-phase retrains, `uniform_k{k}` the first
     k of the uniform chain's (see layout.soup_recipe)."""
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("soup"),
         ingredients=soup_ingredients,
     output:
         update(layout.pattern("soup")),
@@ -33,7 +33,7 @@ rule ensemble:
     """Test and validation accuracy of the mean-softmax ensemble of a phase's SMS
     ingredients, and its inference cost: a reference row, not a sparse model."""
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("evaluate"),
         ingredients=ensemble_ingredients,
         ood=ood_input,
     output:
@@ -59,7 +59,7 @@ rule lottery_pools:
     tickets (`interp`: alpha grid, `avg`: alpha 0.5), re-prune, recalibrate BatchNorm.
     """
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("lottery_pools"),
         tickets=imp_tickets,
     output:
         update(layout.pattern("lottery_pools")),

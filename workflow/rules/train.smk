@@ -1,7 +1,7 @@
 rule pretrain:
     """Train the dense model of one seed."""
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("pretrain"),
     output:
         update(layout.pattern("dense")),
     log:
@@ -25,7 +25,7 @@ rule retrain:
     phase 1 starts from the dense model for every chain, so its lineage is `dense`.
     """
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("retrain"),
         parent=retrain_parent,
     output:
         update(layout.pattern("ingredient")),
@@ -50,7 +50,7 @@ rule rewind_point:
     epochs on pretraining's threads (bitwise that run's state; `pretrain` is untouched).
     """
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("rewind"),
     output:
         update(layout.pattern("rewind")),
     log:
@@ -71,7 +71,7 @@ rule imp_rewind:
     """IMP with weight rewinding: prune the chain's previous model, reset the survivors to
     the rewind point, train the rest of pretraining's schedule."""
     input:
-        **SETTINGS_AND_DATA,
+        **stage_inputs("rewind"),
         parent=lambda wildcards: run_path(
             wildcards,
             layout.chain_model_dir(layout.IMP_REWIND, int(wildcards.phase) - 1),
