@@ -1,11 +1,15 @@
-"""Time the default workflow end to end and split its time by rule.
+"""Time the default study end to end and say where its CPU time goes.
 
-    python benchmarks/default_run.py            # reruns everything: about 25 minutes on 2 cores
-    python benchmarks/default_run.py --no-run   # only summarize the last run
+    python benchmarks/default_run.py            # reruns everything (--forceall)
+    python benchmarks/default_run.py --no-run   # only summarize the last run's logs
 
-Writes benchmarks/results/default_run.json with the run's wall time, the per-rule
-totals from Snakemake's `benchmark:` files, and how long a training job takes to load
-the prepared dataset.
+Writes benchmarks/results/default_run.json:
+- the run's wall time and its whole CPU time (Snakemake, the warm worker and every job:
+  `getrusage(RUSAGE_CHILDREN)` around `snakemake --cores 8`);
+- the arithmetic each job reports on its last log line (`cpu ... s: training ..., evaluation
+  ..., merging ..., data ..., other ...`, from kernels/stopwatch.py), summed per rule;
+- the overhead: the run's CPU time that is not arithmetic (process start, imports, loading
+  and saving files, Snakemake), and its share of the whole.
 """
 
 from __future__ import annotations
@@ -15,79 +19,89 @@ import json
 import os
 import platform
 import re
+import resource
 import subprocess
 import time
 from pathlib import Path
 
 import pandas as pd
 
-from sparse_soups.config import Settings
-from sparse_soups.kernels.data import load_prepared
-
 REPO = Path(__file__).resolve().parents[1]
-# Benchmark files are named after their rule (`evaluate/` is a directory); GMP + SMS's
-# three rules share a prefix, so they are told apart by what follows the phase.
-RULE = re.compile(
-    r"^(prepare_data|corrupt_test_set|pretrain|rewind_point|imp_rewind|retrain|soup|ensemble"
-    r"|lottery_pools|gmp_sms_phase\d+_round\d+_ingredient|gmp_sms_phase\d+_round\d+_soup"
-    r"|gmp_sms|gmp|evaluate)"
+KINDS = ("training", "evaluation", "merging", "data")
+CPU_LINE = re.compile(
+    r"cpu (?P<total>[\d.]+) s: training (?P<training>[\d.]+) s, evaluation (?P<evaluation>[\d.]+) s, "
+    r"merging (?P<merging>[\d.]+) s, data (?P<data>[\d.]+) s, other (?P<other>[\d.]+) s"
 )
+# A log's rule, from its path under the experiment's (or a seed's) logs/ directory.
+RULE = re.compile(r"^(evaluate|ensemble|soup|lottery_pools|gmp_sms|gmp|retrain|imp_rewind|rewind_point|\w+?)(?:[_/.]|$)")
 
 
-def run_workflow(cores: int) -> float:
+def run_workflow(cores: int) -> tuple[float, float]:
+    """Wall and CPU seconds of the whole run, Snakemake and everything it started."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(["snakemake", "--cores", str(cores), "--forceall", "--quiet"], cwd=REPO, check=True)
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
-def rule_times(experiment_dir: Path) -> pd.DataFrame:
+def job_cpu(experiment_dir: Path) -> pd.DataFrame:
+    """One row per job log with the CPU line: its rule and its seconds per kind."""
     rows = []
-    for path in experiment_dir.rglob("benchmarks/**/*.tsv"):
-        relative = path.relative_to(next(p for p in path.parents if p.name == "benchmarks"))
-        match = RULE.match(str(relative))
-        rule = match.group(1) if match else "evaluate"
-        if rule.startswith("gmp_sms_phase"):
-            rule = "gmp_sms_ingredient" if rule.endswith("ingredient") else "gmp_sms_round"
-        frame = pd.read_csv(path, sep="\t")
-        rows.append({"rule": rule, "wall_s": frame.s.iloc[-1], "cpu_s": frame.cpu_time.iloc[-1]})
-    table = (
-        pd.DataFrame(rows)
-        .groupby("rule")
-        .agg(jobs=("wall_s", "size"), wall_s=("wall_s", "sum"), cpu_s=("cpu_s", "sum"))
-    )
-    return table.round(1)
+    for path in sorted(experiment_dir.rglob("logs/**/*.log")):
+        match = CPU_LINE.search(path.read_text(errors="replace"))
+        if not match:
+            continue
+        relative = path.relative_to(next(p for p in path.parents if p.name == "logs"))
+        rule = RULE.match(str(relative)).group(1)
+        rows.append({"rule": rule, "log": str(path.relative_to(REPO)), **{k: float(v) for k, v in match.groupdict().items()}})
+    return pd.DataFrame(rows)
 
 
-def data_load_seconds(experiment_dir: Path, repeats: int = 5) -> float:
-    settings = Settings.from_json(experiment_dir / "settings.json")
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        load_prepared(experiment_dir / "data.pt", settings.data)
-        times.append(time.perf_counter() - start)
-    return min(times)
+def summarize(jobs: pd.DataFrame, wall: float | None, cpu: float | None, cores: int) -> dict:
+    by_rule = jobs.groupby("rule").agg(jobs=("total", "size"), **{k: (k, "sum") for k in ("total", *KINDS, "other")})
+    arithmetic = {kind: round(float(jobs[kind].sum()), 1) for kind in KINDS}
+    summary = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
+        "command": f"snakemake --cores {cores} --forceall --quiet",
+        "jobs_with_cpu_line": len(jobs),
+        "wall_seconds": None if wall is None else round(wall, 1),
+        "wall_minutes": None if wall is None else round(wall / 60, 2),
+        "run_cpu_seconds": None if cpu is None else round(cpu, 1),
+        "arithmetic_cpu_seconds": arithmetic,
+        "jobs_cpu_seconds": round(float(jobs["total"].sum()), 1),
+    }
+    if cpu is not None:
+        overhead = cpu - sum(arithmetic.values())
+        summary["overhead_cpu_seconds"] = round(overhead, 1)
+        summary["overhead_share"] = round(overhead / cpu, 4)
+        summary["snakemake_and_worker_cpu_seconds"] = round(cpu - float(jobs["total"].sum()), 1)
+    summary["by_rule"] = by_rule.round(1).reset_index().to_dict(orient="records")
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--no-run", action="store_true", help="summarize the existing results")
+    parser.add_argument("--no-run", action="store_true", help="summarize the existing logs")
     parser.add_argument("--cores", type=int, default=8)
     parser.add_argument("--experiment", default="fmnist_cnn")
     args = parser.parse_args()
-    wall = None if args.no_run else run_workflow(args.cores)
-    experiment_dir = REPO / "results" / args.experiment
-    by_rule = rule_times(experiment_dir)
-    summary = {
-        "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
-        "snakemake_cores": args.cores,
-        "wall_seconds": None if wall is None else round(wall, 1),
-        "data_load_seconds": round(data_load_seconds(experiment_dir), 3),
-        "by_rule": by_rule.reset_index().to_dict(orient="records"),
-    }
+    wall, cpu = (None, None) if args.no_run else run_workflow(args.cores)
+    jobs = job_cpu(REPO / "results" / args.experiment)
+    summary = summarize(jobs, wall, cpu, args.cores)
+    if args.no_run:  # keep the last run's whole-run figures
+        out = REPO / "benchmarks" / "results" / "default_run.json"
+        if out.exists():
+            last = json.loads(out.read_text())
+            for key in ("wall_seconds", "wall_minutes", "run_cpu_seconds", "overhead_cpu_seconds",
+                        "overhead_share", "snakemake_and_worker_cpu_seconds"):  # fmt: skip
+                summary.setdefault(key, last.get(key))
     out = REPO / "benchmarks" / "results" / "default_run.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(summary, indent=2) + "\n")
-    print(by_rule.to_string())
+    print(pd.DataFrame(summary["by_rule"]).to_string(index=False))
     print(json.dumps({k: v for k, v in summary.items() if k != "by_rule"}, indent=2))
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +23,7 @@ from typing import Any
 
 from . import __version__, jobs
 from .config import LOTTERY_POOLS_VARIANTS, SettingsError
+from .kernels import stopwatch
 from .kernels.checkpoints import CheckpointError
 from .kernels.data import DataNotFoundError
 from .kernels.training import DivergenceError, make_reproducible, pick_device
@@ -161,7 +163,21 @@ def run(args: argparse.Namespace) -> Any:
     if command.device:
         options["device"] = pick_device(args.device)
         log.info("device %s, %d thread(s)", options["device"], args.threads)
-    return command.job(settings, **options)
+    result = command.job(settings, **options)
+    _log_cpu_time()
+    return result
+
+
+def _log_cpu_time() -> None:
+    """The job's CPU seconds, split into arithmetic and the rest (benchmarks/default_run.py
+    reads this line from every job's log)."""
+    arithmetic = stopwatch.totals()
+    total = time.process_time()
+    log.info(
+        "cpu %.2f s: %s, other %.2f s", total,
+        ", ".join(f"{kind} {seconds:.2f} s" for kind, seconds in arithmetic.items()),
+        total - sum(arithmetic.values()),
+    )  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -39,6 +39,31 @@ if _problems:
     )
 validate(config, SCHEMA)
 
+# The warm worker (worker.py): local jobs fork from a process with torch imported.
+WARM_START = config["warm_start"] and workflow.local_exec
+
+
+onstart:
+    if WARM_START:
+        from sparse_soups import worker
+
+        worker.start(".snakemake/log/sparse_soups_worker.log", SRC)
+
+
+onsuccess:
+    if WARM_START:
+        from sparse_soups import worker
+
+        worker.stop()
+
+
+onerror:
+    if WARM_START:
+        from sparse_soups import worker
+
+        worker.stop()
+
+
 EXPERIMENTS = {
     name: Settings.from_dict({"name": name, **copy.deepcopy(raw)})
     for name, raw in config["experiments"].items()

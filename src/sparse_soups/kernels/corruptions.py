@@ -41,6 +41,8 @@ import torch
 from PIL import Image
 from scipy import ndimage
 
+from .stopwatch import arithmetic
+
 Array = np.ndarray  # float images (N, H, W, C) in [0, 1]
 Corruption = Callable[[Array, int, np.random.Generator], Array]
 
@@ -367,6 +369,7 @@ def _to_uint8(x: Array) -> Array:
     return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
 
 
+@arithmetic("data")
 def corrupt(images: torch.Tensor | Array, name: str, severity: int, seed: int = 0) -> torch.Tensor:
     """Corrupt uint8 images (N, C, H, W) with `name` at `severity` (1-5); returns uint8 (N, C, H, W)."""
     if name not in CORRUPTIONS:

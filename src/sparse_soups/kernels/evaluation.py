@@ -27,6 +27,7 @@ from .metrics import (
 )
 from .ood_sets import ood_corruptions
 from .pruning import sparsity
+from .stopwatch import arithmetic
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # images -> logits (or log-probabilities)
 ECE_BINS = 15
@@ -50,6 +51,7 @@ def ensemble_predict(models: Sequence[nn.Module]) -> Predict:
 
 
 @torch.no_grad()
+@arithmetic("evaluation")
 def collect_logits(predict: Predict, split: Split, batch_size: int) -> torch.Tensor:
     """Outputs for the whole split in order, on the CPU in float32; NaN outputs stop here,
     since accuracy would count them as wrong answers and ECE would become NaN."""
@@ -110,6 +112,7 @@ def ood_metrics(
     return {"ood": table, "ood_accuracy": sum(cells) / len(cells)}
 
 
+@arithmetic("evaluation")
 def cost_metrics(model: nn.Module, dataset: Dataset) -> dict[str, Any]:
     """Measured sparsity and theoretical multiply-adds per image, sparse and dense."""
     global_sparsity, layer_sparsity = sparsity(model)

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 
 import torch
 
+from .stopwatch import arithmetic
+
 StateDict = dict[str, torch.Tensor]
 # Maps an interpolated state to its validation score and its re-pruned, recalibrated state.
 Score = Callable[[StateDict], tuple[float, StateDict]]
@@ -31,6 +33,7 @@ def candidate_order(target: int, tickets: Sequence[int]) -> list[int]:
     return sorted(others, key=lambda t: (abs(t - target), t > target))
 
 
+@arithmetic("merging")
 def interpolate(best: StateDict, candidate: StateDict, alpha: float) -> StateDict:
     """`alpha * candidate + (1 - alpha) * best` for floating-point entries; counters
     (BatchNorm's num_batches_tracked) are taken from `best`."""

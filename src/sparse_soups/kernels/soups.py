@@ -15,6 +15,7 @@ from torch import nn
 from .checkpoints import NonFiniteError
 from .data import Split, iterate_batches
 from .pruning import Masks, masks_equal
+from .stopwatch import arithmetic
 
 StateDict = dict[str, torch.Tensor]
 
@@ -23,6 +24,7 @@ class MaskMismatchError(ValueError):
     """Ingredients with different masks or architectures: no sparse average exists."""
 
 
+@arithmetic("merging")
 def average_state_dicts(states: Sequence[StateDict], masks: Sequence[Masks]) -> StateDict:
     """Uniform mean of every floating-point entry; refuses ingredients whose masks differ
     or that hold non-finite values.
@@ -55,6 +57,7 @@ def average_state_dicts(states: Sequence[StateDict], masks: Sequence[Masks]) -> 
 
 
 @torch.no_grad()
+@arithmetic("evaluation")
 def recalibrate_batchnorm(model: nn.Module, split: Split, batch_size: int) -> None:
     """Reset BatchNorm statistics and recompute them over `split` (no augmentation).
 

@@ -21,6 +21,7 @@ from ..config import ComputeSettings, DataSettings, PretrainSettings
 from .data import Dataset
 from .pruning import Masks, apply_masks
 from .schedules import Schedule
+from .stopwatch import arithmetic
 
 DEFAULT_COMPUTE = ComputeSettings()
 log = logging.getLogger(__name__)
@@ -65,6 +66,7 @@ class TrainResult:
     history: list[EpochRecord]
 
 
+@arithmetic("training")
 def train(
     model: nn.Module,
     masks: Masks,

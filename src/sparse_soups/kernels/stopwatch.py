@@ -1,0 +1,37 @@
+"""CPU seconds a job spends in arithmetic, by kind, so that the rest is measurable.
+
+`benchmarks/default_run.py` sets these against the whole run's CPU time: what is not
+training, evaluation, merging or data arithmetic is overhead (process start, imports,
+loading and saving files, Snakemake). Only the outermost timed call counts, so a
+timed function that calls another (a greedy soup scoring its candidates) counts once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+KINDS = ("training", "evaluation", "merging", "data")
+_totals: dict[str, float] = dict.fromkeys(KINDS, 0.0)
+_running = False
+
+
+@contextlib.contextmanager
+def arithmetic(kind: str) -> Iterator[None]:
+    """Count the CPU time of the block (all threads) as `kind`; usable as a decorator."""
+    global _running
+    if _running:
+        yield
+        return
+    _running, start = True, time.process_time()
+    try:
+        yield
+    finally:
+        _running = False
+        _totals[kind] += time.process_time() - start
+
+
+def totals() -> dict[str, float]:
+    """CPU seconds per kind so far in this process."""
+    return dict(_totals)
