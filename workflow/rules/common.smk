@@ -8,7 +8,7 @@ from sparse_soups import layout, plan
 from sparse_soups.config import Settings, gmp_rounds
 from sparse_soups.methods.recipes import imp_shares_phase1
 from sparse_soups.registry import PLUGINS_VARIABLE, load_plugins
-from sparse_soups.stages import STAGES, stage_settings
+from sparse_soups.stages import stage_settings, write_stage_settings
 from sparse_soups.reporting.parts import settings_parts
 from sparse_soups.validation import (
     OVERRIDE_HINT,

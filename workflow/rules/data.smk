@@ -26,15 +26,15 @@ rule stage_settings:
     stage's jobs: a change reruns only the stages that read it."""
     output:
         update("results/{experiment}/settings/{stage}.json"),
+    log:
+        "results/{experiment}/logs/settings_{stage}.log",
     localrule: True
     params:
         settings=lambda wildcards: stage_settings(
             settings_of(wildcards), wildcards.stage
         ),
     run:
-        from sparse_soups.kernels.checkpoints import write_json
-
-        write_json(params.settings, output[0])
+        write_stage_settings(params.settings, output[0], log[0])
 
 
 rule prepare_data:
