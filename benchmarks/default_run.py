@@ -33,7 +33,9 @@ CPU_LINE = re.compile(
     r"merging (?P<merging>[\d.]+) s, data (?P<data>[\d.]+) s, other (?P<other>[\d.]+) s"
 )
 # A log's rule, from its path under the experiment's (or a seed's) logs/ directory.
-RULE = re.compile(r"^(evaluate|ensemble|soup|lottery_pools|gmp_sms|gmp|retrain|imp_rewind|rewind_point|\w+?)(?:[_/.]|$)")
+RULE = re.compile(
+    r"^(evaluate|ensemble|soup|lottery_pools|gmp_sms|gmp|retrain|imp_rewind|rewind_point|\w+?)(?:[_/.]|$)"
+)
 
 
 def run_workflow(cores: int) -> tuple[float, float]:
@@ -56,12 +58,20 @@ def job_cpu(experiment_dir: Path) -> pd.DataFrame:
             continue
         relative = path.relative_to(next(p for p in path.parents if p.name == "logs"))
         rule = RULE.match(str(relative)).group(1)
-        rows.append({"rule": rule, "log": str(path.relative_to(REPO)), **{k: float(v) for k, v in match.groupdict().items()}})
+        rows.append(
+            {
+                "rule": rule,
+                "log": str(path.relative_to(REPO)),
+                **{k: float(v) for k, v in match.groupdict().items()},
+            }
+        )
     return pd.DataFrame(rows)
 
 
 def summarize(jobs: pd.DataFrame, wall: float | None, cpu: float | None, cores: int) -> dict:
-    by_rule = jobs.groupby("rule").agg(jobs=("total", "size"), **{k: (k, "sum") for k in ("total", *KINDS, "other")})
+    by_rule = jobs.groupby("rule").agg(
+        jobs=("total", "size"), **{k: (k, "sum") for k in ("total", *KINDS, "other")}
+    )
     arithmetic = {kind: round(float(jobs[kind].sum()), 1) for kind in KINDS}
     summary = {
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},

@@ -65,3 +65,44 @@ def test_registry_and_backward_compatible_build_model() -> None:
     assert count(build_model(ModelSettings(name="resnet56", width=32), 3, 10)) == 855_770  # width ignored
     with pytest.raises(ValueError, match="unknown model 'alexnet'"):
         get_model("alexnet", 3, 10)
+
+
+@pytest.mark.parametrize(
+    ("name", "shape", "num_classes", "folded"),
+    [
+        ("cnn", (4, 1, 28, 28), 10, True),
+        ("mlp", (4, 1, 28, 28), 10, True),  # none to fold: none left
+        ("resnet18", (4, 3, 32, 32), 100, True),
+        ("vgg16", (4, 3, 32, 32), 10, True),
+        ("wrn28_10", (4, 3, 16, 16), 10, False),  # pre-activation: BatchNorm comes before the conv
+    ],
+)
+def test_evaluation_folds_batchnorm_without_changing_the_function(
+    name: str, shape: tuple[int, ...], num_classes: int, folded: bool
+) -> None:
+    """Evaluation runs a copy with BatchNorm folded into the conv before it: same outputs
+    up to rounding, pruned weights still zero, and the model itself untouched."""
+    from sparse_soups.kernels.evaluation import inference_model
+    from sparse_soups.kernels.pruning import apply_masks, dense_masks, global_magnitude_masks
+
+    torch.manual_seed(0)
+    model = get_model(name, shape[1], num_classes)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):  # stats far from the identity
+            module.running_mean.uniform_(-1, 1)
+            module.running_var.uniform_(0.5, 2)
+            module.weight.data.uniform_(0.5, 1.5)
+    masks = global_magnitude_masks(model, dense_masks(model), 0.2)
+    apply_masks(model, masks)
+    before = {key: value.clone() for key, value in model.state_dict().items()}
+    fast = inference_model(model)
+    images = torch.randn(shape)
+    with torch.no_grad():
+        torch.testing.assert_close(fast(images), model.eval()(images), rtol=1e-4, atol=1e-5)
+    batchnorms = sum(isinstance(module, torch.nn.BatchNorm2d) for module in fast.modules())
+    assert (batchnorms == 0) == folded
+    assert all(torch.equal(value, model.state_dict()[key]) for key, value in before.items())
+    convs = [module.weight for module in fast.modules() if isinstance(module, torch.nn.Conv2d)]
+    zeros = sum(int((weight == 0).sum()) for weight in convs)
+    pruned_convs = sum(int((~mask).sum()) for key, mask in masks.items() if before[key].dim() == 4)
+    assert zeros >= pruned_convs

@@ -50,19 +50,33 @@ def _client(args: list[str], log: Path, worker: Path | None, **env: str) -> subp
         )  # fmt: skip
 
 
-def _pretrain_args(tmp_path: Path, prepared_path: Path, tiny_settings: Settings, epochs: int = 2) -> list[str]:
+def _pretrain_args(
+    tmp_path: Path, prepared_path: Path, tiny_settings: Settings, epochs: int = 2
+) -> list[str]:
     settings = stage_settings(tiny_settings, "pretrain")
     settings["pretrain"]["epochs"] = epochs
     path = tmp_path / f"pretrain{epochs}.json"
     path.write_text(json.dumps(settings))
-    return ["pretrain", "--settings", str(path), "--data", str(prepared_path), "--seed", "0", "--threads", "2"]
+    return [
+        "pretrain",
+        "--settings",
+        str(path),
+        "--data",
+        str(prepared_path),
+        "--seed",
+        "0",
+        "--threads",
+        "2",
+    ]
 
 
 def _children(pid: int) -> set[int]:
     return {int(task) for task in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
-def test_a_job_through_the_worker_is_the_job_on_its_own(worker, tmp_path, prepared_path, tiny_settings) -> None:
+def test_a_job_through_the_worker_is_the_job_on_its_own(
+    worker, tmp_path, prepared_path, tiny_settings
+) -> None:
     args = _pretrain_args(tmp_path, prepared_path, tiny_settings)
     warm = _client([*args, "--out", "warm/model.pt"], tmp_path / "warm.log", worker[0])
     cold = _client([*args, "--out", "cold/model.pt"], tmp_path / "cold.log", None)
@@ -108,7 +122,9 @@ def test_killing_the_client_kills_its_job(worker, tmp_path, prepared_path, tiny_
     assert not (tmp_path / "model.pt").exists()
 
 
-def test_without_a_worker_or_inside_slurm_the_client_runs_the_job(worker, tmp_path, prepared_path, tiny_settings) -> None:
+def test_without_a_worker_or_inside_slurm_the_client_runs_the_job(
+    worker, tmp_path, prepared_path, tiny_settings
+) -> None:
     args = [*_pretrain_args(tmp_path, prepared_path, tiny_settings, epochs=1), "--out", "model.pt"]
     gone = _client(args, tmp_path / "gone.log", tmp_path / "no-such.sock")
     assert gone.wait(timeout=300) == 0
@@ -131,5 +147,7 @@ def test_the_worker_exits_with_the_process_that_started_it(tmp_path) -> None:
         capture_output=True, text=True, check=True, cwd=REPO,
     )  # fmt: skip
     pid = int(starter.stdout)
-    _wait_for(lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2])
+    _wait_for(
+        lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    )
     assert not path.exists()

