@@ -3,12 +3,10 @@
 Why: the workflow runs every step as its own process (62 jobs in the default run), so
 each job pays for starting Python, importing torch and the package, loading the
 prepared dataset and its input checkpoints before doing any work. This measures those
-costs and divides them by the mean wall and CPU time of each rule's jobs in the default
-run (Snakemake's `benchmark:` files, parsed by `default_run.rule_times`).
-
-Note that the default run's wall times were taken with up to 8 concurrent jobs on 2
-cores, so a job's wall time is several times its CPU time; the CPU-time share is the
-one that carries over to an uncontended machine.
+costs and divides them by the mean CPU time of each rule's jobs in the default run
+(the CPU line each job logs, parsed by `default_run.job_cpu`). In a local run the warm
+worker (worker.py) pays the imports once: a job then starts as `import sparse_soups.worker`
+(`warm_client` below) plus the loads.
 
     python benchmarks/job_overhead.py [--repeats 7] [--quick]
 """
@@ -24,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import _common
-from default_run import rule_times
+from default_run import job_cpu
 
 from sparse_soups.config import Settings
 from sparse_soups.kernels.checkpoints import Checkpoint
@@ -36,6 +34,7 @@ STARTUP = {
     "python": "pass",
     "import_torch": "import torch",
     "import_sparse_soups_jobs": "import sparse_soups.jobs",
+    "warm_client": "import sparse_soups.worker",
 }
 
 
@@ -67,22 +66,21 @@ def main() -> None:
             path, converted[name] = _common.current_checkpoint(experiment / relative, Path(scratch))
             checkpoint[name] = _common.repeat(partial(Checkpoint.load, path), repeats)
 
-    start = startup["import_sparse_soups_jobs"]["median"]
+    cold, warm = startup["import_sparse_soups_jobs"]["median"], startup["warm_client"]["median"]
     by_rule = {}
-    for rule, row in rule_times(experiment).iterrows():
+    jobs = job_cpu(experiment)
+    for rule, group in jobs.groupby("rule"):
         loads = checkpoints_read(rule, settings.soup.ingredients)
-        overhead = start
-        if rule != "prepare_data":  # it writes data.pt rather than reading it
-            overhead += data["median"] + loads * checkpoint["sparse90"]["median"]
-        mean_wall, mean_cpu = float(row.wall_s / row.jobs), float(row.cpu_s / row.jobs)
+        reads = 0.0 if rule == "prepare_data" else data["median"] + loads * checkpoint["sparse90"]["median"]
+        mean_cpu = float(group.total.mean())
         by_rule[rule] = {
-            "jobs": int(row.jobs),
-            "mean_job_wall_s": round(mean_wall, 2),
+            "jobs": len(group),
             "mean_job_cpu_s": round(mean_cpu, 2),
             "checkpoints_loaded": loads,
-            "overhead_s": round(overhead, 3),
-            "share_of_mean_wall": round(overhead / mean_wall, 4),
-            "share_of_mean_cpu": round(overhead / mean_cpu, 4),
+            "overhead_cold_s": round(cold + reads, 3),
+            "overhead_warm_s": round(warm + reads, 3),
+            "share_of_mean_cpu_cold": round((cold + reads) / mean_cpu, 4),
+            "share_of_mean_cpu_warm": round((warm + reads) / mean_cpu, 4),
         }
 
     payload = {
@@ -95,8 +93,8 @@ def main() -> None:
         "load_prepared_s": data,
         "checkpoint_load_s": checkpoint,
         "checkpoint_converted_from_older_format": converted,
-        "default_run_times": "Snakemake benchmark TSVs under results/fmnist_cnn (snakemake --cores 8 "
-        "on the 2-core machine: wall times include waiting for a core)",
+        "default_run_times": "each job's logged CPU line under results/fmnist_cnn/**/logs "
+        "(benchmarks/default_run.py)",
         "by_rule": by_rule,
     }
     _common.write_result("job_overhead", payload, args.quick)

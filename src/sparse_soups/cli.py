@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import resource
 import sys
 import time
 from collections.abc import Callable
@@ -155,7 +156,10 @@ def run(args: argparse.Namespace) -> Any:
     if args.command == "report":
         from .reporting import write_report  # matplotlib and seaborn: only here
 
-        return write_report(args.metrics, args.out, args.parts)
+        with stopwatch.arithmetic("reporting"):
+            written = write_report(args.metrics, args.out, args.parts)
+        _log_cpu_time()
+        return written
     settings = read_settings(args.settings)
     make_reproducible(args.threads)
     command = COMMANDS[args.command]
@@ -169,18 +173,25 @@ def run(args: argparse.Namespace) -> Any:
 
 
 def _log_cpu_time() -> None:
-    """The job's CPU seconds, split into arithmetic and the rest (benchmarks/default_run.py
+    """The job's CPU seconds, split into arithmetic and the rest, its wall time and peak
+    memory: the job's benchmark, valid in the warm worker too (benchmarks/default_run.py
     reads this line from every job's log)."""
     arithmetic = stopwatch.totals()
     total = time.process_time()
     log.info(
-        "cpu %.2f s: %s, other %.2f s", total,
+        "cpu %.2f s: %s, other %.2f s; wall %.2f s, max RSS %d MB", total,
         ", ".join(f"{kind} {seconds:.2f} s" for kind, seconds in arithmetic.items()),
-        total - sum(arithmetic.values()),
+        total - sum(arithmetic.values()), time.perf_counter() - _started,
+        resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024,
     )  # fmt: skip
 
 
+_started = time.perf_counter()
+
+
 def main(argv: list[str] | None = None) -> int:
+    global _started
+    _started = time.perf_counter()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     load_plugins()
     args = build_parser().parse_args(argv)

@@ -100,16 +100,8 @@ def run_log(name: str) -> str:
     return f"{layout.RUN}/logs/{name}.log"
 
 
-def run_benchmark(name: str) -> str:
-    return f"{layout.RUN}/benchmarks/{name}.tsv"
-
-
 def experiment_log(name: str) -> str:
     return f"results/{{experiment}}/logs/{name}.log"
-
-
-def experiment_benchmark(name: str) -> str:
-    return f"results/{{experiment}}/benchmarks/{name}.tsv"
 
 
 def settings_of(wildcards) -> Settings:

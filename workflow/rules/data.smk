@@ -45,8 +45,6 @@ rule prepare_data:
         update("results/{experiment}/data.pt"),
     log:
         experiment_log("prepare_data"),
-    benchmark:
-        experiment_benchmark("prepare_data")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
@@ -67,8 +65,6 @@ rule corrupt_test_set:
         directory("results/{experiment}/ood"),
     log:
         experiment_log("corrupt_test_set"),
-    benchmark:
-        experiment_benchmark("corrupt_test_set")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]

@@ -8,8 +8,6 @@ rule evaluate:
         update(f"{layout.RUN}/{{model_dir}}/{layout.METRICS_FILE}"),
     log:
         run_log("evaluate/{model_dir}"),
-    benchmark:
-        run_benchmark("evaluate/{model_dir}")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]

@@ -13,8 +13,6 @@ rule gmp:
         prefix=update(layout.pattern("gmp_prefix")),
     log:
         run_log("gmp_phase{phase}"),
-    benchmark:
-        run_benchmark("gmp_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
@@ -35,8 +33,6 @@ rule gmp_sms_ingredient:
         update(layout.pattern("gmp_sms_ingredient")),
     log:
         run_log("gmp_sms_phase{phase}_round{round}_ingredient{index}"),
-    benchmark:
-        run_benchmark("gmp_sms_phase{phase}_round{round}_ingredient{index}")
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
@@ -59,8 +55,6 @@ rule gmp_sms_round:
         update(layout.pattern("gmp_sms_round")),
     log:
         run_log("gmp_sms_phase{phase}_round{round}_soup"),
-    benchmark:
-        run_benchmark("gmp_sms_phase{phase}_round{round}_soup")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
@@ -81,8 +75,6 @@ rule gmp_sms:
         update(layout.pattern("gmp_sms")),
     log:
         run_log("gmp_sms_phase{phase}"),
-    benchmark:
-        run_benchmark("gmp_sms_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]

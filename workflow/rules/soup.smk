@@ -10,8 +10,6 @@ rule soup:
         update(layout.pattern("soup")),
     log:
         run_log("soup_{soup}_phase{phase}"),
-    benchmark:
-        run_benchmark("soup_{soup}_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
@@ -40,8 +38,6 @@ rule ensemble:
         update(layout.pattern("ensemble", layout.METRICS_FILE)),
     log:
         run_log("ensemble_phase{phase}"),
-    benchmark:
-        run_benchmark("ensemble_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]
@@ -65,8 +61,6 @@ rule lottery_pools:
         update(layout.pattern("lottery_pools")),
     log:
         run_log("lottery_pools_{variant}_phase{phase}"),
-    benchmark:
-        run_benchmark("lottery_pools_{variant}_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["light"]["threads"]

@@ -6,8 +6,6 @@ rule pretrain:
         update(layout.pattern("dense")),
     log:
         run_log("pretrain"),
-    benchmark:
-        run_benchmark("pretrain")
     conda:
         ENV
     threads: RESOURCES["pretrain"]["threads"]
@@ -31,8 +29,6 @@ rule retrain:
         update(layout.pattern("ingredient")),
     log:
         run_log("retrain_{lineage}_phase{phase}_ingredient{index}"),
-    benchmark:
-        run_benchmark("retrain_{lineage}_phase{phase}_ingredient{index}")
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]
@@ -55,8 +51,6 @@ rule rewind_point:
         update(layout.pattern("rewind")),
     log:
         run_log("rewind_point"),
-    benchmark:
-        run_benchmark("rewind_point")
     conda:
         ENV
     threads: RESOURCES["pretrain"]["threads"]
@@ -81,8 +75,6 @@ rule imp_rewind:
         update(layout.pattern("ingredient", lineage=layout.IMP_REWIND, index=0)),
     log:
         run_log("imp_rewind_phase{phase}"),
-    benchmark:
-        run_benchmark("imp_rewind_phase{phase}")
     conda:
         ENV
     threads: RESOURCES["train"]["threads"]

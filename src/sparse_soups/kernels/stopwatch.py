@@ -1,7 +1,7 @@
 """CPU seconds a job spends in arithmetic, by kind, so that the rest is measurable.
 
 `benchmarks/default_run.py` sets these against the whole run's CPU time: what is not
-training, evaluation, merging or data arithmetic is overhead (process start, imports,
+training, evaluation, merging or data arithmetic, or drawing the report, is overhead (process start, imports,
 loading and saving files, Snakemake). Only the outermost timed call counts, so a
 timed function that calls another (a greedy soup scoring its candidates) counts once.
 """
@@ -12,7 +12,7 @@ import contextlib
 import time
 from collections.abc import Iterator
 
-KINDS = ("training", "evaluation", "merging", "data")
+KINDS = ("training", "evaluation", "merging", "data", "reporting")
 _totals: dict[str, float] = dict.fromkeys(KINDS, 0.0)
 _running = False
 
