@@ -2,6 +2,7 @@
 # baselines, evaluation and report. `snakemake --cores 8` runs config/config.yaml;
 # rules, schema and report captions live in workflow/, the library in src/sparse_soups.
 import os
+import shlex
 import sys
 
 from snakemake.utils import min_version
@@ -12,7 +13,15 @@ min_version("9.0")
 # from envs/ holds only its dependencies).
 SRC = os.path.join(workflow.basedir, "src")
 sys.path.insert(0, SRC)
-shell.prefix(f'export PYTHONPATH="{SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; ')
+# `sparse-soups` in a job is the warm worker's thin client (src/sparse_soups/client.py),
+# started without site-packages; with no worker to use (a cluster job, `warm_start:
+# false`) it runs `python -m sparse_soups`, the command of the same name.
+CLIENT = shlex.quote(os.path.join(SRC, "sparse_soups", "client.py"))
+JOB_PREFIX = (
+    f'export PYTHONPATH="{SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}"; '
+    f'sparse-soups() {{{{ python -I -S {CLIENT} "$@"; }}}}; '
+)
+shell.prefix(JOB_PREFIX)
 
 # The embedded default, unless --configfile names another: a config file given on the
 # command line replaces it instead of being merged into it.

@@ -21,6 +21,7 @@ import platform
 import re
 import resource
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -40,25 +41,50 @@ RULE = re.compile(
 
 
 WORKER_LOG = REPO / ".snakemake" / "log" / "sparse_soups_worker.log"
-WORKER_JOB = re.compile(r"^job \d+ [\w-]*: cpu (?P<cpu>[\d.]+) s$", re.M)
+WORKER_JOB = re.compile(r"^job \d+ [\w-]*: cpu (?P<cpu>[\d.]+) s, waited (?P<waited>[\d.]+) s$", re.M)
+WORKER_SELF = re.compile(r"^worker: cpu (?P<cpu>[\d.]+) s$", re.M)
+# `snakemake` that also writes its own process's CPU seconds (all its threads, the
+# settings jobs it runs in them included; not its children) to $SNAKEMAKE_CPU_FILE.
+SNAKEMAKE_WITH_OWN_CPU = """
+import atexit, os, resource
+from snakemake.cli import main
+
+def own_cpu():
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open(os.environ["SNAKEMAKE_CPU_FILE"], "w") as out:
+        out.write(str(usage.ru_utime + usage.ru_stime))
+
+atexit.register(own_cpu)
+main()
+"""
 
 
-def run_workflow(cores: int) -> tuple[float, float, float]:
-    """Wall and CPU seconds of the whole run (Snakemake and everything it started), and
-    the CPU of the warm worker's job processes, exits included (the worker's log)."""
+def run_workflow(cores: int) -> dict[str, float]:
+    """Wall and CPU seconds of the whole run (Snakemake and everything it started), split
+    into Snakemake's own process, the warm worker's own process and its job processes
+    (exits included; the worker's log), and the rest (job shells and thin clients)."""
     logged = WORKER_LOG.stat().st_size if WORKER_LOG.exists() else 0
+    own_cpu_file = REPO / ".snakemake" / "snakemake_cpu.txt"
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
-    subprocess.run(["snakemake", "--cores", str(cores), "--forceall", "--quiet"], cwd=REPO, check=True)
+    subprocess.run(
+        [sys.executable, "-c", SNAKEMAKE_WITH_OWN_CPU, "--cores", str(cores), "--forceall", "--quiet"],
+        cwd=REPO, check=True, env=dict(os.environ, SNAKEMAKE_CPU_FILE=str(own_cpu_file)),
+    )  # fmt: skip
     wall = time.perf_counter() - start
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     with open(WORKER_LOG, "rb") as stream:
         stream.seek(logged)
-        worker_jobs = sum(
-            float(m["cpu"]) for m in WORKER_JOB.finditer(stream.read().decode(errors="replace"))
-        )
-    return wall, cpu, worker_jobs
+        log = stream.read().decode(errors="replace")
+    jobs = list(WORKER_JOB.finditer(log))
+    return {
+        "wall": wall,
+        "cpu": (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime),
+        "worker_jobs": sum(float(m["cpu"]) for m in jobs),
+        "waited": sum(float(m["waited"]) for m in jobs),
+        "worker": sum(float(m["cpu"]) for m in WORKER_SELF.finditer(log)),
+        "snakemake": float(own_cpu_file.read_text()),
+    }
 
 
 def job_cpu(experiment_dir: Path) -> pd.DataFrame:
@@ -80,9 +106,7 @@ def job_cpu(experiment_dir: Path) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarize(
-    jobs: pd.DataFrame, wall: float | None, cpu: float | None, worker_jobs: float | None, cores: int
-) -> dict:
+def summarize(jobs: pd.DataFrame, run: dict[str, float] | None, cores: int) -> dict:
     by_rule = jobs.groupby("rule").agg(
         jobs=("total", "size"), **{k: (k, "sum") for k in ("total", *KINDS, "other")}
     )
@@ -91,13 +115,14 @@ def summarize(
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform()},
         "command": f"snakemake --cores {cores} --forceall --quiet",
         "jobs_with_cpu_line": len(jobs),
-        "wall_seconds": None if wall is None else round(wall, 1),
-        "wall_minutes": None if wall is None else round(wall / 60, 2),
-        "run_cpu_seconds": None if cpu is None else round(cpu, 1),
         "arithmetic_cpu_seconds": arithmetic,
         "jobs_cpu_seconds": round(float(jobs["total"].sum()), 1),
     }
-    if cpu is not None:
+    if run is not None:
+        wall, cpu = run["wall"], run["cpu"]
+        summary["wall_seconds"] = round(wall, 1)
+        summary["wall_minutes"] = round(wall / 60, 2)
+        summary["run_cpu_seconds"] = round(cpu, 1)
         overhead = cpu - sum(arithmetic.values())
         summary["overhead_cpu_seconds"] = round(overhead, 1)
         summary["overhead_share"] = round(overhead / cpu, 4)
@@ -105,11 +130,16 @@ def summarize(
         summary["not_training_or_evaluation_share"] = round(
             (cpu - arithmetic["training"] - arithmetic["evaluation"]) / cpu, 4
         )
-        summary["job_processes_cpu_seconds"] = None if worker_jobs is None else round(worker_jobs, 1)
+        summary["job_processes_cpu_seconds"] = round(run["worker_jobs"], 1)
         # Snakemake, its job shells, the clients and the worker's own process.
-        summary["outside_job_processes_cpu_seconds"] = (
-            None if worker_jobs is None else round(cpu - worker_jobs, 1)
+        summary["outside_job_processes_cpu_seconds"] = round(cpu - run["worker_jobs"], 1)
+        summary["snakemake_process_cpu_seconds"] = round(run["snakemake"], 1)
+        summary["worker_process_cpu_seconds"] = round(run["worker"], 1)
+        summary["shells_and_clients_cpu_seconds"] = round(
+            cpu - run["worker_jobs"] - run["snakemake"] - run["worker"], 1
         )
+        # Jobs Snakemake had started that waited in the worker's queue for a free CPU.
+        summary["jobs_waiting_for_a_cpu_seconds"] = round(run["waited"], 1)
     summary["by_rule"] = by_rule.round(1).reset_index().to_dict(orient="records")
     return summary
 
@@ -120,9 +150,9 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=8)
     parser.add_argument("--experiment", default="fmnist_cnn")
     args = parser.parse_args()
-    wall, cpu, worker_jobs = (None, None, None) if args.no_run else run_workflow(args.cores)
+    run = None if args.no_run else run_workflow(args.cores)
     jobs = job_cpu(REPO / "results" / args.experiment)
-    summary = summarize(jobs, wall, cpu, worker_jobs, args.cores)
+    summary = summarize(jobs, run, args.cores)
     if args.no_run:  # keep the last run's whole-run figures
         out = REPO / "benchmarks" / "results" / "default_run.json"
         if out.exists():

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -8,10 +9,11 @@ import torch
 import torchvision
 
 from sparse_soups.config import DataSettings
-from sparse_soups.kernels import datasets
+from sparse_soups.kernels import datasets, stopwatch
 from sparse_soups.kernels.checkpoints import load_torch_file
 from sparse_soups.kernels.data import (
     DataNotFoundError,
+    Split,
     augment_batch,
     iterate_batches,
     load_prepared,
@@ -80,6 +82,32 @@ def test_prepared_data_is_normalized_and_subset(prepared_path: Path) -> None:
     assert torch.equal(subset.train.labels, full.train.labels[:100])
     black = full.pad_value[0]
     assert black == pytest.approx(full.train.images.min().item(), abs=1e-2) or black < 0
+
+
+def test_splits_convert_on_first_use(prepared_path: Path) -> None:
+    settings = DataSettings(train_subset=90)
+    raw = load_torch_file(prepared_path, what="prepared dataset")
+    dataset = load_prepared(prepared_path, settings)
+    head = dataset.train.head(0.1)  # before the split itself is converted
+    test_images = dataset.test.images
+    assert torch.equal(test_images, dataset.normalize(raw["test_images"]))
+    assert len(head) == 9 and torch.equal(head.images, dataset.train.images[:9])
+    assert dataset.train.images.shape == (90, 1, 28, 28)
+    assert dataset.test.images is test_images  # converted once
+
+
+def test_converting_a_split_inside_a_timed_step_is_not_counted_as_its_arithmetic() -> None:
+    def slow_normalize(images: torch.Tensor) -> torch.Tensor:
+        start = time.process_time()
+        while time.process_time() - start < 0.2:  # CPU spent loading
+            pass
+        return images.float()
+
+    split = Split(torch.zeros(4, 1, 2, 2, dtype=torch.uint8), torch.zeros(4), slow_normalize)
+    before = stopwatch.totals()["evaluation"]
+    with stopwatch.arithmetic("evaluation"):
+        assert split.images.dtype == torch.float32
+    assert stopwatch.totals()["evaluation"] - before < 0.1
 
 
 def test_batch_augmentation_is_seeded_and_a_crop_or_flip_of_the_image() -> None:

@@ -14,9 +14,10 @@ from pathlib import Path
 
 import pytest
 
+from sparse_soups.client import SOCKET_VARIABLE
 from sparse_soups.config import Settings
 from sparse_soups.stages import stage_settings
-from sparse_soups.worker import SOCKET_VARIABLE
+from sparse_soups.worker import job_threads
 from tests.conftest import REPO
 
 
@@ -39,15 +40,22 @@ def worker(tmp_path_factory: pytest.TempPathFactory):
     assert not path.exists()
 
 
-def _client(args: list[str], log: Path, worker: Path | None, **env: str) -> subprocess.Popen:
+CLIENT = REPO / "src" / "sparse_soups" / "client.py"
+
+
+def _client(
+    args: list[str], log: Path, worker: Path | None, script: bool = False, **env: str
+) -> subprocess.Popen:
+    """`python -m sparse_soups ARGS`, or as the workflow's jobs start it (`script`): the
+    client file alone, without site-packages."""
     environment = {k: v for k, v in os.environ.items() if k != SOCKET_VARIABLE} | env
     if worker is not None:
         environment[SOCKET_VARIABLE] = str(worker)
+    command = [sys.executable, "-I", "-S", str(CLIENT)] if script else [sys.executable, "-m", "sparse_soups"]
     with open(log, "w") as stream:
         return subprocess.Popen(
-            [sys.executable, "-m", "sparse_soups", *args], stdout=stream, stderr=subprocess.STDOUT,
-            env=environment, cwd=log.parent,
-        )  # fmt: skip
+            [*command, *args], stdout=stream, stderr=subprocess.STDOUT, env=environment, cwd=log.parent
+        )
 
 
 def _pretrain_args(
@@ -78,7 +86,7 @@ def test_a_job_through_the_worker_is_the_job_on_its_own(
     worker, tmp_path, prepared_path, tiny_settings
 ) -> None:
     args = _pretrain_args(tmp_path, prepared_path, tiny_settings)
-    warm = _client([*args, "--out", "warm/model.pt"], tmp_path / "warm.log", worker[0])
+    warm = _client([*args, "--out", "warm/model.pt"], tmp_path / "warm.log", worker[0], script=True)
     cold = _client([*args, "--out", "cold/model.pt"], tmp_path / "cold.log", None)
     assert warm.wait(timeout=300) == 0 and cold.wait(timeout=300) == 0
     # The same bytes; the relative --out resolved in the client's directory.
@@ -129,6 +137,10 @@ def test_without_a_worker_or_inside_slurm_the_client_runs_the_job(
     gone = _client(args, tmp_path / "gone.log", tmp_path / "no-such.sock")
     assert gone.wait(timeout=300) == 0
     (tmp_path / "model.pt").unlink()
+    # The job's thin client, without site-packages, runs `python -m sparse_soups` instead.
+    script = _client(args, tmp_path / "script.log", tmp_path / "no-such.sock", script=True)
+    assert script.wait(timeout=300) == 0 and "epoch 1/1" in (tmp_path / "script.log").read_text()
+    (tmp_path / "model.pt").unlink()
     slurm = _client(args, tmp_path / "slurm.log", worker[0], SLURM_JOB_ID="1")
     _wait_for(lambda: "epoch" in (tmp_path / "slurm.log").read_text() or slurm.poll() is not None, 300)
     assert slurm.pid not in _children(worker[1].pid) and not _children(worker[1].pid)
@@ -146,8 +158,50 @@ def test_the_worker_exits_with_the_process_that_started_it(tmp_path) -> None:
          "print(p.pid)"],
         capture_output=True, text=True, check=True, cwd=REPO,
     )  # fmt: skip
-    pid = int(starter.stdout)
+    pid = int(starter.stdout.split()[0])
     _wait_for(
         lambda: not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
     )
     assert not path.exists()
+
+
+def test_jobs_wait_for_a_free_cpu_in_the_order_they_came(tmp_path, prepared_path, tiny_settings) -> None:
+    """A worker with one CPU runs one single-thread job at a time, whatever Snakemake's
+    --cores; a job asking for more threads than there are CPUs runs alone."""
+    path = tmp_path / "one.sock"
+    log = tmp_path / "worker.log"
+    with open(log, "w") as stream:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "sparse_soups.worker", str(path), "1"], stdout=stream, stderr=stream
+        )
+    try:
+        _wait_for(path.exists)
+        args = _pretrain_args(tmp_path, prepared_path, tiny_settings)  # --threads 2
+        first = _client([*args, "--out", "first.pt"], tmp_path / "first.log", path)
+        _wait_for(lambda: "device cpu" in (tmp_path / "first.log").read_text())
+        waiting = _client([*args, "--out", "gone.pt"], tmp_path / "gone.log", path)
+        second = _client([*args, "--out", "second.pt"], tmp_path / "second.log", path)
+        time.sleep(0.5)  # both queued behind the first
+        waiting.send_signal(signal.SIGKILL)  # a queued job whose client died never starts
+        assert first.wait(timeout=300) == 0 and second.wait(timeout=300) == 0
+        assert not (tmp_path / "gone.pt").exists() and (tmp_path / "gone.log").read_text() == ""
+        first_log, second_log = ((tmp_path / f"{n}.log").read_text() for n in ("first", "second"))
+        assert _log_times(second_log)[0] >= _log_times(first_log)[1]  # one after the other
+        assert (tmp_path / "first.pt").read_bytes() == (tmp_path / "second.pt").read_bytes()
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+    lines = log.read_text()
+    assert lines.count("pretrain: cpu") == 2 and "worker: cpu" in lines
+
+
+def _log_times(log: str) -> tuple[str, str]:
+    """The timestamps of a job log's first and last lines (sortable as text)."""
+    stamps = [line[:23] for line in log.splitlines() if line[:4].isdigit()]
+    return stamps[0], stamps[-1]
+
+
+def test_job_threads_come_from_the_command_line() -> None:
+    assert job_threads(["retrain", "--seed", "0", "--threads", "4", "--out", "x"]) == 4
+    assert job_threads(["report", "--out", "x"]) == 1
+    assert job_threads(["evaluate", "--threads"]) == 1

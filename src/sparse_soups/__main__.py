@@ -5,7 +5,7 @@ has torch imported; without one it runs here."""
 
 import sys
 
-from .worker import run_in_worker
+from .client import run_in_worker
 
 status = run_in_worker(sys.argv[1:])
 if status is None:

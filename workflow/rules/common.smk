@@ -27,7 +27,7 @@ update_config(config, typed_overrides(dict(workflow.config_settings.config)))
 # "Extending"); the jobs import them too, through the environment.
 PLUGINS = load_plugins(config.get("plugins") or [])
 if PLUGINS:
-    shell.prefix(f"export {PLUGINS_VARIABLE}={','.join(PLUGINS)}; ")
+    shell.prefix(f"{JOB_PREFIX}export {PLUGINS_VARIABLE}={','.join(PLUGINS)}; ")
 SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
 _problems = [
     *config_file_problems(workflow.configfiles),
@@ -47,7 +47,9 @@ onstart:
     if WARM_START:
         from sparse_soups import worker
 
-        worker.start(".snakemake/log/sparse_soups_worker.log", SRC)
+        worker.start(
+            ".snakemake/log/sparse_soups_worker.log", SRC, config["local_cpus"]
+        )
 
 
 onsuccess:

@@ -51,7 +51,7 @@ rule prepare_data:
     resources:
         **job_resources("light"),
     shell:
-        "python -m sparse_soups prepare-data --settings {input.settings} --threads {threads}"
+        "sparse-soups prepare-data --settings {input.settings} --threads {threads}"
         " --out {output} > {log} 2>&1"
 
 
@@ -71,5 +71,5 @@ rule corrupt_test_set:
     resources:
         **job_resources("light"),
     shell:
-        "python -m sparse_soups corrupt-test-set --settings {input.settings}"
+        "sparse-soups corrupt-test-set --settings {input.settings}"
         " --data {input.data} --threads {threads} --out {output} > {log} 2>&1"

@@ -16,6 +16,6 @@ rule evaluate:
     params:
         ood=ood_option,
     shell:
-        "python -m sparse_soups evaluate --settings {input.settings} --data {input.data}"
+        "sparse-soups evaluate --settings {input.settings} --data {input.data}"
         " --checkpoint {input.checkpoint} {params.ood} --threads {threads} --out {output}"
         " > {log} 2>&1"

@@ -19,7 +19,7 @@ rule gmp:
     resources:
         **job_resources("train"),
     shell:
-        "python -m sparse_soups gmp --settings {input.settings} --data {input.data}"
+        "sparse-soups gmp --settings {input.settings} --data {input.data}"
         " --phase {wildcards.phase} --seed {wildcards.seed} --threads {threads}"
         " --out {output.model} --prefix-out {output.prefix} > {log} 2>&1"
 
@@ -39,7 +39,7 @@ rule gmp_sms_ingredient:
     resources:
         **job_resources("train"),
     shell:
-        "python -m sparse_soups gmp-sms-ingredient --settings {input.settings}"
+        "sparse-soups gmp-sms-ingredient --settings {input.settings}"
         " --data {input.data} --parent {input.parent} --phase {wildcards.phase}"
         " --round {wildcards.round} --index {wildcards.index} --seed {wildcards.seed}"
         " --threads {threads} --out {output} > {log} 2>&1"
@@ -61,7 +61,7 @@ rule gmp_sms_round:
     resources:
         **job_resources("light"),
     shell:
-        "python -m sparse_soups gmp-sms-average --settings {input.settings}"
+        "sparse-soups gmp-sms-average --settings {input.settings}"
         " --data {input.data} --phase {wildcards.phase} --round {wildcards.round}"
         " --threads {threads} --out {output} {input.ingredients} > {log} 2>&1"
 
@@ -83,6 +83,6 @@ rule gmp_sms:
     params:
         round=gmp_rounds_of,
     shell:
-        "python -m sparse_soups gmp-sms-average --settings {input.settings}"
+        "sparse-soups gmp-sms-average --settings {input.settings}"
         " --data {input.data} --phase {wildcards.phase} --round {params.round}"
         " --threads {threads} --out {output} {input.ingredients} > {log} 2>&1"

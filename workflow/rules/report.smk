@@ -23,7 +23,7 @@ rule report:
         part="main",
         about=experiment_summary,
     shell:
-        "python -m sparse_soups report --part {params.part}"
+        "sparse-soups report --part {params.part}"
         " --out results/{wildcards.experiment}/report {input.metrics} > {log} 2>&1"
 
 

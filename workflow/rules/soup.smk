@@ -18,7 +18,7 @@ rule soup:
     params:
         method=soup_method,
     shell:
-        "python -m sparse_soups soup --settings {input.settings} --data {input.data}"
+        "sparse-soups soup --settings {input.settings} --data {input.data}"
         " --method {params.method} --name {wildcards.soup} --threads {threads}"
         " --out {output} {input.ingredients} > {log} 2>&1"
 
@@ -46,7 +46,7 @@ rule ensemble:
     params:
         ood=ood_option,
     shell:
-        "python -m sparse_soups ensemble --settings {input.settings} --data {input.data}"
+        "sparse-soups ensemble --settings {input.settings} --data {input.data}"
         " {params.ood} --threads {threads} --out {output} {input.ingredients} > {log} 2>&1"
 
 
@@ -67,6 +67,6 @@ rule lottery_pools:
     resources:
         **job_resources("light"),
     shell:
-        "python -m sparse_soups lottery-pools --settings {input.settings} --data {input.data}"
+        "sparse-soups lottery-pools --settings {input.settings} --data {input.data}"
         " --phase {wildcards.phase} --variant {wildcards.variant} --threads {threads}"
         " --out {output} {input.tickets} > {log} 2>&1"

@@ -12,7 +12,7 @@ rule pretrain:
     resources:
         **job_resources("pretrain"),
     shell:
-        "python -m sparse_soups pretrain --settings {input.settings} --data {input.data}"
+        "sparse-soups pretrain --settings {input.settings} --data {input.data}"
         " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -35,7 +35,7 @@ rule retrain:
     resources:
         **job_resources("train"),
     shell:
-        "python -m sparse_soups retrain --settings {input.settings} --data {input.data}"
+        "sparse-soups retrain --settings {input.settings} --data {input.data}"
         " --parent {input.parent} --lineage {wildcards.lineage} --phase {wildcards.phase}"
         " --index {wildcards.index} --seed {wildcards.seed} --threads {threads}"
         " --out {output} > {log} 2>&1"
@@ -57,7 +57,7 @@ rule rewind_point:
     resources:
         **job_resources("pretrain"),
     shell:
-        "python -m sparse_soups rewind-point --settings {input.settings} --data {input.data}"
+        "sparse-soups rewind-point --settings {input.settings} --data {input.data}"
         " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
 
 
@@ -81,6 +81,6 @@ rule imp_rewind:
     resources:
         **job_resources("train"),
     shell:
-        "python -m sparse_soups imp-rewind --settings {input.settings} --data {input.data}"
+        "sparse-soups imp-rewind --settings {input.settings} --data {input.data}"
         " --parent {input.parent} --rewind {input.rewind} --phase {wildcards.phase}"
         " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"

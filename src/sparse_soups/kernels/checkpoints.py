@@ -94,9 +94,9 @@ def sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
-def load_torch_file(path: str | Path, what: str = "checkpoint") -> Any:
+def load_torch_file(path: str | Path, what: str = "checkpoint", mmap: bool = False) -> Any:
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except FileNotFoundError as error:
         raise CheckpointError(f"{what} {path} does not exist") from error
     except Exception as error:  # truncated zip, foreign pickle, ...
