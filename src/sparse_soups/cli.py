@@ -24,6 +24,8 @@ from typing import Any
 
 from . import __version__, jobs
 from .config import LOTTERY_POOLS_VARIANTS, SettingsError
+from .export import FORMATS as EXPORT_FORMATS
+from .export import export
 from .kernels import stopwatch
 from .kernels.checkpoints import CheckpointError
 from .kernels.data import DataNotFoundError
@@ -149,10 +151,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", type=Path, required=True, help="output directory")
     report.add_argument("--part", action="append", dest="parts", help=PARTS_HELP)
     report.add_argument("metrics", type=Path, nargs="+")
+    add_export(commands)
     return parser
 
 
+def add_export(commands: Any) -> None:
+    """`export`: no --settings or --data needed, as a checkpoint's run lies around it."""
+    sub = commands.add_parser("export", help="a checkpoint as a plain state dict with masks and metadata")
+    sub.add_argument("checkpoint", type=Path, help="a model.pt of a run")
+    sub.add_argument("--format", choices=EXPORT_FORMATS, default="safetensors", dest="file_format")
+    sub.add_argument("--out", type=Path, required=True, help="file to write (safetensors: masks beside it)")
+    sub.add_argument("--settings", type=Path, help="the run's settings (default: found from the checkpoint)")
+
+
 def run(args: argparse.Namespace) -> Any:
+    if args.command == "export":
+        return export(args.checkpoint, args.out, args.file_format, args.settings)
     if args.command == "report":
         from .reporting import write_report  # matplotlib and seaborn: only here
 

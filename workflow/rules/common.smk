@@ -28,7 +28,12 @@ update_config(config, typed_overrides(dict(workflow.config_settings.config)))
 PLUGINS = load_plugins(config.get("plugins") or [])
 if PLUGINS:
     shell.prefix(f"{JOB_PREFIX}export {PLUGINS_VARIABLE}={','.join(PLUGINS)}; ")
-SCHEMA = os.path.join(workflow.basedir, "workflow", "schemas", "config.schema.yaml")
+# The schema as a local file: this checkout's, or Snakemake's cached copy when it reads
+# the workflow from a repository host (see BASEDIR in the Snakefile).
+_SCHEMA = workflow.current_basedir.join(
+    os.path.join("..", "schemas", "config.schema.yaml")
+)
+SCHEMA = os.fspath(_SCHEMA) if BASEDIR else workflow.sourcecache.get_path(_SCHEMA)
 _problems = [
     *config_file_problems(workflow.configfiles),
     *config_problems(config, SCHEMA),
@@ -40,7 +45,8 @@ if _problems:
 validate(config, SCHEMA)
 
 # The warm worker (worker.py): local jobs fork from a process with torch imported.
-WARM_START = config["warm_start"] and workflow.local_exec
+# Only with this checkout's client (SRC); used as a module, the onstart below is not run.
+WARM_START = config["warm_start"] and workflow.local_exec and SRC is not None
 
 
 onstart:

@@ -17,7 +17,7 @@ rule settings:
         from sparse_soups.provenance import write_settings_and_provenance
 
         write_settings_and_provenance(
-            settings_of(wildcards), output, workflow.basedir
+            settings_of(wildcards), output, BASEDIR or workflow.basedir
         )
 
 
