@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
     from .export import SettingsLike
 
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 
 def load_model(path: str | Path, settings: SettingsLike = None) -> nn.Module:

@@ -29,7 +29,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save
 from torch import nn
 
-from . import __version__
+from ._version import __version__
 from .config import ModelSettings, Settings
 from .kernels.checkpoints import (
     FORMAT,
