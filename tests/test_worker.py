@@ -176,23 +176,28 @@ def test_jobs_wait_for_a_free_cpu_in_the_order_they_came(tmp_path, prepared_path
         )
     try:
         _wait_for(path.exists)
-        args = _pretrain_args(tmp_path, prepared_path, tiny_settings)  # --threads 2
-        first = _client([*args, "--out", "first.pt"], tmp_path / "first.log", path)
-        _wait_for(lambda: "device cpu" in (tmp_path / "first.log").read_text())
+        long = _pretrain_args(tmp_path, prepared_path, tiny_settings, epochs=500)  # --threads 2
+        first = _client([*long, "--out", "first.pt"], tmp_path / "first.log", path)
+        _wait_for(lambda: "epoch 1/500" in (tmp_path / "first.log").read_text())
+        args = _pretrain_args(tmp_path, prepared_path, tiny_settings)
         waiting = _client([*args, "--out", "gone.pt"], tmp_path / "gone.log", path)
         second = _client([*args, "--out", "second.pt"], tmp_path / "second.log", path)
-        time.sleep(0.5)  # both queued behind the first
+        time.sleep(0.5)  # both queued behind the first, which runs for minutes
         waiting.send_signal(signal.SIGKILL)  # a queued job whose client died never starts
-        assert first.wait(timeout=300) == 0 and second.wait(timeout=300) == 0
+        waiting.wait(timeout=30)
+        time.sleep(1.0)  # the worker has seen the hang-up
+        assert (tmp_path / "second.log").read_text() == ""  # still waiting
+        first.send_signal(signal.SIGTERM)
+        assert first.wait(timeout=60) == 128 + signal.SIGTERM
+        assert second.wait(timeout=300) == 0 and (tmp_path / "second.pt").exists()
         assert not (tmp_path / "gone.pt").exists() and (tmp_path / "gone.log").read_text() == ""
         first_log, second_log = ((tmp_path / f"{n}.log").read_text() for n in ("first", "second"))
         assert _log_times(second_log)[0] >= _log_times(first_log)[1]  # one after the other
-        assert (tmp_path / "first.pt").read_bytes() == (tmp_path / "second.pt").read_bytes()
     finally:
         process.terminate()
         process.wait(timeout=30)
     lines = log.read_text()
-    assert lines.count("pretrain: cpu") == 2 and "worker: cpu" in lines
+    assert lines.count("pretrain: cpu") == 2 and "worker: cpu" in lines  # the killed one and the second
 
 
 def _log_times(log: str) -> tuple[str, str]:
