@@ -152,6 +152,8 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--part", action="append", dest="parts", help=PARTS_HELP)
     report.add_argument("metrics", type=Path, nargs="+")
     add_export(commands)
+    status = commands.add_parser("status", help="models trained and evaluated per method and phase, so far")
+    status.add_argument("results", type=Path, nargs="?", default=Path("results"), help="default: results")
     return parser
 
 
@@ -167,6 +169,11 @@ def add_export(commands: Any) -> None:
 def run(args: argparse.Namespace) -> Any:
     if args.command == "export":
         return export(args.checkpoint, args.out, args.file_format, args.settings)
+    if args.command == "status":
+        from .status import format_status, study_status
+
+        print(format_status(study_status(args.results)))
+        return None
     if args.command == "report":
         from .reporting import write_report  # matplotlib and seaborn: only here
 
