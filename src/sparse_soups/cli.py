@@ -130,7 +130,10 @@ COMMANDS: dict[str, Command] = {
 }
 # fmt: on
 COMMON = ("settings", "threads", "device", "command")  # every command's; the rest go to its job
-PARTS_HELP = "main, ood, ablation_m, subset_soups or ablation_vary; repeatable (default: the parts with data)"
+PARTS_HELP = (
+    "main, ood, ablation_m, subset_soups, ablation_vary, training or training_gmp; repeatable "
+    "(default: the parts with data)"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,10 +150,12 @@ def build_parser() -> argparse.ArgumentParser:
         sub.add_argument("--out", type=Path, required=True, help="file to write")
         for flags, options in command.args:
             sub.add_argument(*flags, **options)
-    report = commands.add_parser("report", help="tables and figures of one experiment from its metrics files")
+    report = commands.add_parser(
+        "report", help="tables and figures of one experiment from its metrics.json and history.csv files"
+    )
     report.add_argument("--out", type=Path, required=True, help="output directory")
     report.add_argument("--part", action="append", dest="parts", help=PARTS_HELP)
-    report.add_argument("metrics", type=Path, nargs="+")
+    report.add_argument("files", type=Path, nargs="+", help="metrics.json and/or history.csv files")
     add_export(commands)
     status = commands.add_parser("status", help="models trained and evaluated per method and phase, so far")
     status.add_argument("results", type=Path, nargs="?", default=Path("results"), help="default: results")
@@ -178,7 +183,7 @@ def run(args: argparse.Namespace) -> Any:
         from .reporting import write_report  # matplotlib and seaborn: only here
 
         with stopwatch.arithmetic("reporting"):
-            written = write_report(args.metrics, args.out, args.parts)
+            written = write_report(args.files, args.out, args.parts)
         _log_cpu_time()
         return written
     settings = read_settings(args.settings)

@@ -156,6 +156,17 @@ class ComputeSettings:
 
 
 @dataclass(frozen=True)
+class LoggingSettings:
+    """What each training job records as it runs (history.csv, its log, TensorBoard).
+    Validation does not touch the training state, so these change no model: they are
+    in the training stages' settings only so that a change rewrites the histories."""
+
+    validate_every_steps: int | None = None  # None: at the end of every epoch
+    validation_images: int | None = 1000  # the validation split's first n (None: all)
+    tensorboard: bool = False
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything that determines the results of one experiment (seeds aside)."""
 
@@ -172,6 +183,7 @@ class Settings:
     gmp: GmpSettings = field(default_factory=GmpSettings)
     ood: OodSettings = field(default_factory=OodSettings)
     evaluation: EvaluationSettings = field(default_factory=EvaluationSettings)
+    logging: LoggingSettings = field(default_factory=LoggingSettings)
     eval_batch_size: int = 1000
 
     @classmethod

@@ -3,7 +3,9 @@
 The workflow and the report both use these functions, so the directory tree is defined
 once. A *chain* is one IMP sequence of phases: `imp` (one retrain per phase) or a soup
 method (`uniform`, `greedy`: m retrains per phase, souped). Each model directory holds
-`model.pt` and, after evaluation, `metrics.json`.
+`model.pt` and, after evaluation, `metrics.json`; a trained model also `history.csv`
+(its training curve). TensorBoard events, when asked for, go to
+`results/{experiment}/tensorboard/seed{seed}/{model dir}`, one run per trained model.
 
     dense/                            pretrained model (phase 0)
     dense/phase1/ingredient{i}/       phase-1 retrains: every SMS chain starts from the dense
@@ -30,6 +32,7 @@ method (`uniform`, `greedy`: m retrains per phase, souped). Each model directory
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from .config import LOTTERY_POOLS_VARIANTS, target_phases
 from .registry import SOUP_METHODS
@@ -47,6 +50,8 @@ ABLATION_PREFIX = "uniform_m"
 SUBSET_PREFIX = "uniform_k"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
+HISTORY_FILE = "history.csv"
+TENSORBOARD = "tensorboard"
 RUN = "results/{experiment}/seed{seed}"
 
 # Every model directory of a run, as a template: the rules' outputs, the steps' records
@@ -64,6 +69,10 @@ TREE = {
     "gmp_sms_ingredient": GMP_SMS + "/phase{phase}/round{round}/ingredient{index}",
     "gmp_sms_round": GMP_SMS + "/phase{phase}/round{round}/soup",
 }
+
+
+# The templates of models that a training job makes (each with a history.csv).
+TRAINED = ("dense", "rewind", "ingredient", "gmp", "gmp_sms_ingredient")
 
 
 def soup_methods() -> tuple[str, ...]:
@@ -112,6 +121,38 @@ def parse(model_dir: str) -> tuple[str, dict[str, str]] | None:
 
 def run_dir(experiment: str, seed: int) -> str:
     return RUN.format(experiment=experiment, seed=seed)
+
+
+def history_path(checkpoint: Path) -> Path:
+    """The training curve beside a checkpoint: `history.csv` in its model directory, or
+    `{name}.history.csv` for a checkpoint saved elsewhere (steps called directly)."""
+    if checkpoint.name == MODEL_FILE:
+        return checkpoint.with_name(HISTORY_FILE)
+    return checkpoint.with_name(f"{checkpoint.stem}.{HISTORY_FILE}")
+
+
+def histories_of(model_files: list[str]) -> list[str]:
+    """The history.csv beside each model file (`{RUN}/{model dir}/model.pt`) that a
+    training job made; the others (soups, Lottery Pools, GMP + SMS rounds) have none."""
+    run = re.compile(r"results/[^/]+/seed\d+/(?P<model_dir>.+)/" + re.escape(MODEL_FILE))
+    histories = []
+    for path in model_files:
+        match = run.fullmatch(path)
+        template = (parse(match["model_dir"]) or (None,))[0] if match else None
+        if template in TRAINED:
+            histories.append(path.removesuffix(MODEL_FILE) + HISTORY_FILE)
+    return histories
+
+
+def tensorboard_dir(checkpoint: Path, seed: int, model_dir: str) -> Path:
+    """Where a training job writes its TensorBoard events: under the experiment's
+    `tensorboard/`, so one `tensorboard --logdir results/` lists every run; for a checkpoint
+    outside the results tree, a `tensorboard/` directory beside it."""
+    depth = len(model_dir.split("/")) if model_dir else 0
+    run = checkpoint.parents[depth] if depth and depth < len(checkpoint.parents) else None
+    if run is not None and checkpoint.parent.as_posix().endswith(model_dir) and run.name == f"seed{seed}":
+        return run.parent / TENSORBOARD / run.name / model_dir
+    return checkpoint.parent / TENSORBOARD / checkpoint.stem
 
 
 def lineage(chain: str, phase: int, imp_shared: bool = True) -> str:

@@ -23,16 +23,17 @@ from .config import Settings, SettingsError
 # The keys each stage reads: a whole section ("data") or one key of it ("pretrain.batch_size").
 # `name` (the experiment) is in every stage; `seeds` in none, as each job gets its seed.
 _MODEL = ("data", "model", "compute")
+_TRAINING = (*_MODEL, "pretrain", "logging", "eval_batch_size")  # validation while training
 _SCORING = ("soup.bn_recalibration_fraction", "eval_batch_size")
 STAGES: dict[str, tuple[str, ...]] = {
     "data": ("data", "pretrain.batch_size"),
     "ood": ("ood", "data.image_size"),
-    "pretrain": (*_MODEL, "pretrain"),
-    "retrain": (*_MODEL, "pretrain", "prune", "retrain", "soup.ingredients", "soup.vary", "soup.values"),
-    "rewind": (*_MODEL, "pretrain", "prune", "baselines.rewind_epoch"),
+    "pretrain": _TRAINING,
+    "retrain": (*_TRAINING, "prune", "retrain", "soup.ingredients", "soup.vary", "soup.values"),
+    "rewind": (*_TRAINING, "prune", "baselines.rewind_epoch"),
     "soup": (*_MODEL, *_SCORING),
     "lottery_pools": (*_MODEL, "prune", *_SCORING),
-    "gmp": (*_MODEL, "pretrain", "prune", "retrain.epochs", "gmp", *_SCORING),
+    "gmp": (*_TRAINING, "prune", "retrain.epochs", "gmp", "soup.bn_recalibration_fraction"),
     "evaluate": (*_MODEL, "ood", "evaluation", *_SCORING),
 }
 

@@ -210,21 +210,39 @@ def all_reports() -> list[str]:
 
 
 def all_results() -> list[str]:
-    """Every model and metrics file of every run, and each experiment's settings and data:
-    targets of `all` beside the reports, so a plain `snakemake` rebuilds any of them that
-    went missing (Snakemake skips a missing file that nothing out of date needs)."""
+    """Every model, history and metrics file of every run, and each experiment's settings
+    and data: targets of `all` beside the reports, so a plain `snakemake` rebuilds any of
+    them that went missing (Snakemake skips a missing file that nothing out of date needs).
+    """
     files = []
     for name, settings in EXPERIMENTS.items():
         metrics = experiment_metrics(SimpleNamespace(experiment=name))
         files += [f"results/{name}/settings.json", f"results/{name}/data.pt", *metrics]
-        for seed in settings.seeds:
-            run = layout.run_dir(name, seed)
-            files += [
-                f"{run}/{model_dir}/{layout.MODEL_FILE}"
-                for model_dir in plan.experiment_model_dirs(settings)
-            ]
-            files += intermediate_models(name, settings, seed, metrics)
+        models = experiment_models(name, settings, metrics)
+        files += models + layout.histories_of(models)
     return list(dict.fromkeys(files))
+
+
+def experiment_models(name: str, settings: Settings, metrics: list[str]) -> list[str]:
+    """Every model file of every run of an experiment, intermediate ones included."""
+    files = []
+    for seed in settings.seeds:
+        run = layout.run_dir(name, seed)
+        files += [
+            f"{run}/{model_dir}/{layout.MODEL_FILE}"
+            for model_dir in plan.experiment_model_dirs(settings)
+        ]
+        files += intermediate_models(name, settings, seed, metrics)
+    return list(dict.fromkeys(files))
+
+
+def experiment_histories(wildcards) -> list[str]:
+    """The training curves of an experiment: what its training report parts read."""
+    settings = settings_of(wildcards)
+    metrics = experiment_metrics(wildcards)
+    return layout.histories_of(
+        experiment_models(wildcards.experiment, settings, metrics)
+    )
 
 
 def intermediate_models(name: str, settings: Settings, seed: int, metrics) -> list[str]:
@@ -264,6 +282,8 @@ REPORT_SECTIONS = {
     "ablation_m": "Ablations",
     "subset_soups": "Ablations",
     "ablation_vary": "Ablations",
+    "training": "Training curves",
+    "training_gmp": "Training curves",
 }
 
 

@@ -10,6 +10,7 @@ rule gmp:
         **stage_inputs("gmp"),
     output:
         model=update(layout.pattern("gmp")),
+        history=update(layout.pattern("gmp", file=layout.HISTORY_FILE)),
         prefix=update(layout.pattern("gmp_prefix")),
     log:
         run_log("gmp_phase{phase}"),
@@ -30,7 +31,8 @@ rule gmp_sms_ingredient:
         **stage_inputs("gmp"),
         parent=gmp_sms_parent,
     output:
-        update(layout.pattern("gmp_sms_ingredient")),
+        model=update(layout.pattern("gmp_sms_ingredient")),
+        history=update(layout.pattern("gmp_sms_ingredient", file=layout.HISTORY_FILE)),
     log:
         run_log("gmp_sms_phase{phase}_round{round}_ingredient{index}"),
     conda:
@@ -42,7 +44,7 @@ rule gmp_sms_ingredient:
         "sparse-soups gmp-sms-ingredient --settings {input.settings}"
         " --data {input.data} --parent {input.parent} --phase {wildcards.phase}"
         " --round {wildcards.round} --index {wildcards.index} --seed {wildcards.seed}"
-        " --threads {threads} --out {output} > {log} 2>&1"
+        " --threads {threads} --out {output.model} > {log} 2>&1"
 
 
 rule gmp_sms_round:

@@ -65,3 +65,34 @@ use rule report as report_ablation_vary with:
     params:
         part="ablation_vary",
         about=experiment_summary,
+
+
+rule report_training:
+    """Training curves of one experiment, from the history.csv of every trained model."""
+    input:
+        histories=experiment_histories,
+    output:
+        **report_outputs("training"),
+    log:
+        "results/{experiment}/logs/report_training.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        **job_resources("light"),
+    params:
+        part="training",
+        about=experiment_summary,
+    shell:
+        "sparse-soups report --part {params.part}"
+        " --out results/{wildcards.experiment}/report {input.histories} > {log} 2>&1"
+
+
+use rule report_training as report_training_gmp with:
+    output:
+        **report_outputs("training_gmp"),
+    log:
+        "results/{experiment}/logs/report_training_gmp.log",
+    params:
+        part="training_gmp",
+        about=experiment_summary,

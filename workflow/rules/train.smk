@@ -3,7 +3,8 @@ rule pretrain:
     input:
         **stage_inputs("pretrain"),
     output:
-        update(layout.pattern("dense")),
+        model=update(layout.pattern("dense")),
+        history=update(layout.pattern("dense", file=layout.HISTORY_FILE)),
     log:
         run_log("pretrain"),
     conda:
@@ -13,7 +14,7 @@ rule pretrain:
         **job_resources("pretrain"),
     shell:
         "sparse-soups pretrain --settings {input.settings} --data {input.data}"
-        " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
+        " --seed {wildcards.seed} --threads {threads} --out {output.model} > {log} 2>&1"
 
 
 rule retrain:
@@ -26,7 +27,8 @@ rule retrain:
         **stage_inputs("retrain"),
         parent=retrain_parent,
     output:
-        update(layout.pattern("ingredient")),
+        model=update(layout.pattern("ingredient")),
+        history=update(layout.pattern("ingredient", file=layout.HISTORY_FILE)),
     log:
         run_log("retrain_{lineage}_phase{phase}_ingredient{index}"),
     conda:
@@ -38,7 +40,7 @@ rule retrain:
         "sparse-soups retrain --settings {input.settings} --data {input.data}"
         " --parent {input.parent} --lineage {wildcards.lineage} --phase {wildcards.phase}"
         " --index {wildcards.index} --seed {wildcards.seed} --threads {threads}"
-        " --out {output} > {log} 2>&1"
+        " --out {output.model} > {log} 2>&1"
 
 
 rule rewind_point:
@@ -48,7 +50,8 @@ rule rewind_point:
     input:
         **stage_inputs("rewind"),
     output:
-        update(layout.pattern("rewind")),
+        model=update(layout.pattern("rewind")),
+        history=update(layout.pattern("rewind", file=layout.HISTORY_FILE)),
     log:
         run_log("rewind_point"),
     conda:
@@ -58,7 +61,7 @@ rule rewind_point:
         **job_resources("pretrain"),
     shell:
         "sparse-soups rewind-point --settings {input.settings} --data {input.data}"
-        " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
+        " --seed {wildcards.seed} --threads {threads} --out {output.model} > {log} 2>&1"
 
 
 rule imp_rewind:
@@ -72,7 +75,15 @@ rule imp_rewind:
         ),
         rewind=layout.pattern("rewind"),
     output:
-        update(layout.pattern("ingredient", lineage=layout.IMP_REWIND, index=0)),
+        model=update(layout.pattern("ingredient", lineage=layout.IMP_REWIND, index=0)),
+        history=update(
+            layout.pattern(
+                "ingredient",
+                lineage=layout.IMP_REWIND,
+                index=0,
+                file=layout.HISTORY_FILE,
+            )
+        ),
     log:
         run_log("imp_rewind_phase{phase}"),
     conda:
@@ -83,4 +94,4 @@ rule imp_rewind:
     shell:
         "sparse-soups imp-rewind --settings {input.settings} --data {input.data}"
         " --parent {input.parent} --rewind {input.rewind} --phase {wildcards.phase}"
-        " --seed {wildcards.seed} --threads {threads} --out {output} > {log} 2>&1"
+        " --seed {wildcards.seed} --threads {threads} --out {output.model} > {log} 2>&1"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +18,7 @@ from torch import nn
 
 from ..config import ComputeSettings, DataSettings, PretrainSettings
 from .data import Dataset
+from .history import HistoryRow, Monitor
 from .pruning import Masks, apply_masks
 from .schedules import Schedule
 from .stopwatch import arithmetic
@@ -46,24 +46,11 @@ def make_reproducible(threads: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-@dataclass(frozen=True)
-class EpochRecord:
-    """What one epoch of training looked like: the figures a convergence check needs."""
-
-    epoch: int
-    step: int
-    lr: float  # at the epoch's last step
-    train_loss: float  # mean over the epoch's augmented batches
-    train_accuracy: float
-    seconds: float  # since training started
-
-
 @dataclass
 class TrainResult:
     steps: int
     final_loss: float
-    train_accuracy: float  # on the augmented batches of the last epoch
-    history: list[EpochRecord]
+    history: list[HistoryRow]  # the monitor's rows: before the first step, then each epoch or N steps
 
 
 @arithmetic("training")
@@ -80,11 +67,14 @@ def train(
     augment: DataSettings,
     compute: ComputeSettings = DEFAULT_COMPUTE,
     on_step: Callable[[int], None] | None = None,
+    monitor: Monitor | None = None,
 ) -> TrainResult:
     """SGD over `epochs` of the training split; `seed` fixes batch order and augmentation.
 
     `on_step(steps_done)` runs after each step's masking: gradual pruning updates `masks`
-    in place there, and the loop keeps applying the updated masks."""
+    in place there, and the loop keeps applying the updated masks. `monitor` validates and
+    records the run (history.py); by default, once per epoch, without validation."""
+    monitor = monitor or Monitor(None, optim.batch_size)
     generator = torch.Generator().manual_seed(seed)
     optimizer = torch.optim.SGD(
         model.parameters(),
@@ -93,7 +83,8 @@ def train(
         nesterov=optim.nesterov,
         weight_decay=optim.weight_decay,
     )
-    total = epochs * math.ceil(len(dataset.train) / optim.batch_size)
+    steps_per_epoch = math.ceil(len(dataset.train) / optim.batch_size)
+    total = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step, total))
     apply_masks(model, masks)
     model.train()
@@ -101,10 +92,10 @@ def train(
     model.to(memory_format=memory_format)
     forward = torch.compile(model) if compute.compile else model
     autocast = torch.autocast(dataset.device.type, dtype=torch.bfloat16, enabled=compute.precision == "bf16")
-    step, loss, history, started = 0, torch.tensor(0.0), [], time.perf_counter()
-    for epoch in range(1, epochs + 1):
-        correct = seen = 0
-        loss_sum = torch.zeros((), device=dataset.device)
+    monitor.start(model, masks, optimizer.param_groups[0]["lr"], total, steps_per_epoch)
+    step, loss = 0, torch.tensor(0.0)
+    running = _Running(dataset.device)
+    for _epoch in range(epochs):
         for images, labels in dataset.training_batches(optim.batch_size, generator, augment):
             with autocast:
                 logits = forward(images.contiguous(memory_format=memory_format))
@@ -113,40 +104,46 @@ def train(
                 raise DivergenceError(f"loss is {loss.item()} at step {step} of {total}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            lr = optimizer.param_groups[0]["lr"]
             optimizer.step()
             apply_masks(model, masks)
             scheduler.step()
             step += 1
             if on_step is not None:
                 on_step(step)
-            correct += int((logits.argmax(1) == labels).sum())
-            seen += len(labels)
-            loss_sum += loss.detach() * len(labels)
-        history.append(_epoch_record(epoch, epochs, step, optimizer, loss_sum, correct, seen, started))
-    return TrainResult(
-        steps=step, final_loss=loss.item(), train_accuracy=correct / max(seen, 1), history=history
-    )
+            running.add(loss, logits, labels, lr)
+            if monitor.every_steps is not None and (step % monitor.every_steps == 0 or step == total):
+                running.record(monitor, model, masks, step)
+        if monitor.every_steps is None:
+            running.record(monitor, model, masks, step)
+    if monitor.rows[-1].step != step:  # a streamed epoch shorter than planned
+        running.record(monitor, model, masks, step)
+    monitor.close()
+    return TrainResult(steps=step, final_loss=loss.item(), history=monitor.rows)
 
 
-def _epoch_record(
-    epoch: int,
-    epochs: int,
-    step: int,
-    optimizer: torch.optim.Optimizer,
-    loss_sum: torch.Tensor,
-    correct: int,
-    seen: int,
-    started: float,
-) -> EpochRecord:
-    """Summarise an epoch and log it, with the time left at the pace so far."""
-    elapsed = time.perf_counter() - started
-    record = EpochRecord(
-        epoch=epoch, step=step, lr=optimizer.param_groups[0]["lr"],
-        train_loss=float(loss_sum) / max(seen, 1), train_accuracy=correct / max(seen, 1), seconds=elapsed,
-    )  # fmt: skip
-    log.info(
-        "epoch %d/%d step %d lr %.4g loss %.4f train acc %.4f (%.0f s, ~%.0f s left)",
-        epoch, epochs, step, record.lr, record.train_loss, record.train_accuracy,
-        elapsed, elapsed / epoch * (epochs - epoch),
-    )  # fmt: skip
-    return record
+class _Running:
+    """Train loss and accuracy since the last history row, summed on the device so that
+    a step does not wait for the GPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss_sum = torch.zeros((), device=self.device)
+        self.correct = torch.zeros((), dtype=torch.long, device=self.device)
+        self.seen, self.lr = 0, 0.0
+
+    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, lr: float) -> None:
+        self.loss_sum += loss.detach() * len(labels)
+        self.correct += (logits.argmax(1) == labels).sum()
+        self.seen += len(labels)
+        self.lr = lr
+
+    def record(self, monitor: Monitor, model: nn.Module, masks: Masks, step: int) -> None:
+        monitor.record(
+            model, masks, step=step, lr=self.lr, loss_sum=float(self.loss_sum),
+            correct=int(self.correct), seen=self.seen,
+        )  # fmt: skip
+        self._reset()

@@ -19,9 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from .. import layout
 from ..config import PretrainSettings, Settings
 from ..kernels.checkpoints import Checkpoint, CheckpointError, sha256
 from ..kernels.data import Dataset, Split, load_prepared
+from ..kernels.history import HistoryRow, Monitor, write_history
 from ..kernels.models import build_model
 from ..kernels.pruning import Masks, prunable_parameters, select_masks, target_density
 from ..kernels.schedules import Schedule
@@ -139,21 +141,40 @@ class Job:
         on_step: Callable[[int], None] | None = None,
     ) -> Checkpoint:
         """Train with pretraining's optimizer settings and peak LR unless given others,
-        and save. `on_step` (gradual pruning) may update `masks` in place; the checkpoint
-        stores them as they end."""
+        and save the model and its history.csv. `on_step` (gradual pruning) may update
+        `masks` in place; the checkpoint stores them as they end."""
         optim = optim or self.settings.pretrain
         result = train(
             model, masks, self.dataset, optim=optim, peak_lr=optim.lr if peak_lr is None else peak_lr,
             epochs=epochs, schedule=schedule, seed=seed, augment=self.settings.data,
-            compute=self.settings.compute, on_step=on_step,
+            compute=self.settings.compute, on_step=on_step, monitor=self.monitor(out, record.seed),
         )  # fmt: skip
         log.info("trained %s for %d steps, final loss %.4f", self.model_dir, result.steps, result.final_loss)
         meta = {"budget_epochs": epochs, **record.to_meta(), "train_steps": result.steps}
-        return self.save(model.state_dict(), masks, meta, out)
+        return self.save(model.state_dict(), masks, meta, out, history=result.history)
+
+    def monitor(self, out: Path, seed: int) -> Monitor:
+        """Validation while training, as `logging` says: on the head of the validation
+        split, every epoch or N steps, with TensorBoard events if asked for."""
+        watch = self.settings.logging
+        validation = self.dataset.val
+        if watch.validation_images is not None and watch.validation_images < len(validation):
+            validation = validation.head(watch.validation_images / len(validation))
+        tensorboard = layout.tensorboard_dir(out, seed, self.model_dir) if watch.tensorboard else None
+        return Monitor(validation, self.batch_size, watch.validate_every_steps, tensorboard)
 
     def save(
-        self, state_dict: dict[str, torch.Tensor], masks: Masks, meta: dict[str, Any], out: Path
+        self,
+        state_dict: dict[str, torch.Tensor],
+        masks: Masks,
+        meta: dict[str, Any],
+        out: Path,
+        history: list[HistoryRow] | None = None,
     ) -> Checkpoint:
+        """The checkpoint, and for a trained model its history.csv (empty when it was
+        not trained, as a rewind point at epoch 0)."""
+        if history is not None:
+            write_history(history, layout.history_path(Path(out)))
         checkpoint = Checkpoint(state_dict, masks, meta)
         checkpoint.save(out)
         return checkpoint

@@ -81,7 +81,8 @@ def rewind_point(job: Job, seed: int, out: Path) -> Checkpoint:
     schedule = gradual.continued_schedule(pretrain_schedule(job.settings.pretrain), 0, job.pretrain_steps)
     record = job.record(seed, "rewind", phase=0, target_sparsity=0.0, rewind_epoch=epoch)
     if epoch == 0:  # the initialization itself (the original lottery ticket rewinding)
-        return job.save(model.state_dict(), dense_masks(model), {**record.to_meta(), "train_steps": 0}, out)
+        meta = {**record.to_meta(), "train_steps": 0}
+        return job.save(model.state_dict(), dense_masks(model), meta, out, history=[])
     return job.train_and_save(
         model, dense_masks(model),
         epochs=epoch, schedule=schedule, seed=derive_seed(seed, "pretrain"), record=record, out=out,

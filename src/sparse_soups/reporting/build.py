@@ -1,4 +1,5 @@
-"""Writing a report: the parts' tables and figures, from metrics files to `out_dir`."""
+"""Writing a report: the parts' tables and figures, from metrics files (and, for the
+training curves, history files) to `out_dir`."""
 
 from __future__ import annotations
 
@@ -9,18 +10,26 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import claims, figures, tables
-from .parts import PARTS, report_parts
+from .. import layout
+from . import claims, curves, figures, tables
+from .parts import HISTORY_PARTS, PARTS, report_parts
 from .records import ingredient_results, load_metrics, method_results, ood_cells
 
 
-def available_parts(results: pd.DataFrame, ingredients: pd.DataFrame) -> list[str]:
-    """The parts for which the metrics have data (the default of `write_report`)."""
+def available_parts(
+    results: pd.DataFrame | None, ingredients: pd.DataFrame | None, histories: pd.DataFrame | None
+) -> list[str]:
+    """The parts for which the files have data (the default of `write_report`)."""
+    has_metrics = results is not None and ingredients is not None
     return report_parts(
-        ood=bool(results.ood_accuracy.notna().any() or not ood_cells(results).empty),
-        ablation_m=bool(results.method.str.fullmatch(r"SMS uniform \(m = \d+\)").any()),
-        subset_soups=bool(results.method.str.startswith("Subset soup (").any()),
-        ablation_vary=bool((ingredients.axis != "seed").any()),
+        main=has_metrics,
+        ood=has_metrics and bool(results.ood_accuracy.notna().any() or not ood_cells(results).empty),
+        ablation_m=has_metrics and bool(results.method.str.fullmatch(r"SMS uniform \(m = \d+\)").any()),
+        subset_soups=has_metrics and bool(results.method.str.startswith("Subset soup (").any()),
+        ablation_vary=has_metrics and bool((ingredients.axis != "seed").any()),
+        training=histories is not None,
+        training_gmp=histories is not None
+        and any((layout.parse(d) or ("",))[0] == "gmp" for d in histories.model_dir.unique()),
     )
 
 
@@ -62,26 +71,48 @@ def _ablation_vary(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) 
     return tables.write_table(tables.ablation_vary_table(results, ingredients), out)
 
 
+def _training(histories: pd.DataFrame, out: Path) -> dict[str, Path]:
+    return curves.dense_curves(histories, out) | curves.phase_curves(histories, out)
+
+
 _WRITERS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, Path], dict[str, Path]]] = {
     "main": _main, "ood": _ood, "ablation_m": _ablation_m, "subset_soups": _subset_soups,
     "ablation_vary": _ablation_vary,
 }  # fmt: skip
+_CURVE_WRITERS: dict[str, Callable[[pd.DataFrame, Path], dict[str, Path]]] = {
+    "training": _training, "training_gmp": curves.gmp_curves,
+}  # fmt: skip
+
+
+def _is_history(path: Path) -> bool:
+    return path.name.endswith(layout.HISTORY_FILE)
 
 
 def write_report(
-    metric_files: Iterable[str | Path], out_dir: Path, parts: Iterable[str] | None = None
+    files: Iterable[str | Path], out_dir: Path, parts: Iterable[str] | None = None
 ) -> dict[str, Path]:
-    """Write the report `parts` (default: every part the metrics have data for) of one
-    experiment into `out_dir`; returns each written file by name."""
-    records = load_metrics(metric_files)
-    experiments = sorted({r["experiment"] for r in records})
+    """Write the report `parts` (default: every part the files have data for) of one
+    experiment into `out_dir` from its metrics.json and history.csv files; returns each
+    written file by name."""
+    files = [Path(f) for f in files]
+    metric_files = [f for f in files if not _is_history(f)]
+    history_files = [f for f in files if _is_history(f)]
+    records = load_metrics(metric_files) if metric_files else []
+    histories = curves.load_histories(history_files) if history_files else None
+    experiments = sorted(
+        {r["experiment"] for r in records} | set(() if histories is None else histories.experiment)
+    )
     if len(experiments) != 1:
-        raise ValueError(f"a report covers one experiment; the metrics files are of {experiments or 'none'}")
-    results, ingredients = method_results(records), ingredient_results(records)
-    chosen = list(parts) if parts is not None else available_parts(results, ingredients)
+        raise ValueError(f"a report covers one experiment; the files are of {experiments or 'none'}")
+    results, ingredients = (method_results(records), ingredient_results(records)) if records else (None, None)
+    chosen = list(parts) if parts is not None else available_parts(results, ingredients, histories)
     unknown = [part for part in chosen if part not in PARTS]
     if unknown:
         raise ValueError(f"unknown report parts {unknown} (known: {', '.join(PARTS)})")
+    for part in chosen:
+        needed, given = ("history.csv", histories) if part in HISTORY_PARTS else ("metrics", results)
+        if given is None:
+            raise ValueError(f"report part '{part}' needs {needed} files; none were given")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     # Staged beside out_dir and moved in only once every file is written, so a failure
@@ -89,7 +120,10 @@ def write_report(
     with tempfile.TemporaryDirectory(prefix=".report-staging-", dir=out_dir.parent) as staging:
         staged: dict[str, Path] = {}
         for part in chosen:
-            staged |= _WRITERS[part](results, ingredients, Path(staging))
+            if part in HISTORY_PARTS:
+                staged |= _CURVE_WRITERS[part](histories, Path(staging))
+            else:
+                staged |= _WRITERS[part](results, ingredients, Path(staging))
         paths = {name: out_dir / path.name for name, path in staged.items()}
         for name, path in staged.items():
             os.replace(path, paths[name])

@@ -9,6 +9,8 @@ Kept free of heavy imports, so the Snakefile can read it while it builds the DAG
     ablation_m     ablation_m table (SMS uniform chains with k = 1 (IMP) .. m ingredients)
     subset_soups   subset_soups table (uniform soups of the first k of the m chain's ingredients)
     ablation_vary  ablation_vary table (ingredients by their value on soup.vary)
+    training       training_dense, training_phases figures (from the history.csv files)
+    training_gmp   training_gmp figure (GMP with its sparsity ramp)
 
 Tables come as .csv, .md, .tex (booktabs) and .html; figures as .png and .pdf.
 """
@@ -25,7 +27,10 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # part: (tables, 
     "ablation_m": (("ablation_m",), ()),
     "subset_soups": (("subset_soups",), ()),
     "ablation_vary": (("ablation_vary",), ()),
+    "training": ((), ("training_dense", "training_phases")),
+    "training_gmp": ((), ("training_gmp",)),
 }
+HISTORY_PARTS = ("training", "training_gmp")  # drawn from history.csv, not metrics.json
 EXTRA_FILES = {"main": ("results.csv",)}  # the long per-seed results behind every table
 
 
@@ -37,16 +42,22 @@ def part_files(part: str) -> list[str]:
     return names + [f"{stem}.{fmt}" for stem in figure_stems for fmt in FIGURE_FORMATS]
 
 
-def report_parts(*, ood: bool, ablation_m: bool, subset_soups: bool, ablation_vary: bool) -> list[str]:
+def report_parts(
+    *, ood: bool, ablation_m: bool, subset_soups: bool, ablation_vary: bool, training: bool = True,
+    training_gmp: bool = False, main: bool = True,
+) -> list[str]:  # fmt: skip
     """The parts a report has, given what it has data for: the one rule for both the
-    workflow (which knows from the settings) and `write_report` (from the metrics)."""
+    workflow (which knows from the settings) and `write_report` (from the files)."""
     present = {
+        "main": main,
         "ood": ood,
         "ablation_m": ablation_m,
         "subset_soups": subset_soups,
         "ablation_vary": ablation_vary,
+        "training": training,
+        "training_gmp": training_gmp,
     }
-    return ["main", *(part for part, has in present.items() if has)]
+    return [part for part, has in present.items() if has]
 
 
 def settings_parts(settings: Any) -> list[str]:
@@ -59,4 +70,5 @@ def settings_parts(settings: Any) -> list[str]:
         ablation_m=bool(layout.ablation_sizes(soup.ablation_m, soup.ingredients)),
         subset_soups="uniform" in soup.methods and any(k < soup.ingredients for k in soup.subset_sizes),
         ablation_vary=soup.vary != "seed",
+        training_gmp=settings.baselines.gmp != "none",
     )

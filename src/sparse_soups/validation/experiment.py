@@ -10,6 +10,7 @@ belongs and each problem is named once.
 from __future__ import annotations
 
 import gzip
+import importlib.util
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,8 @@ def experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any]) 
         found += _soup_problems(key, exp["soup"])
     if clean("model"):
         found += _model_problems(key, exp["model"])
+    if clean("logging"):
+        found += _logging_problems(key, exp["logging"])
     if clean("baselines", "prune"):
         found += _lottery_pools_problems(
             key, exp, asked=(experiment.get("baselines") or {}).get("lottery_pools")
@@ -119,6 +122,16 @@ def _model_problems(key: str, model: dict[str, Any]) -> list[str]:
     depth = model["depth"]
     if model["name"] == "wrn" and (depth - 4) % 6:
         return [f"{key}.model.depth: {depth} is not 6n + 4 (WideResNet: e.g. 16, 22, 28, 40)"]
+    return []
+
+
+def _logging_problems(key: str, logging: dict[str, Any]) -> list[str]:
+    """TensorBoard is an optional extra: asked for without it, say what to install."""
+    if logging["tensorboard"] and importlib.util.find_spec("tensorboard") is None:
+        return [
+            f"{key}.logging.tensorboard: true needs the tensorboard package, which is not "
+            "installed: pip install 'sparse-soups[tensorboard]' (or pip install tensorboard)"
+        ]
     return []
 
 
