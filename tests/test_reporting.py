@@ -18,8 +18,11 @@ from matplotlib import image
 
 from sparse_soups import layout
 from sparse_soups.cli import main
+from sparse_soups.kernels.history import HistoryRow, write_history
 from sparse_soups.reporting import PARTS, part_files, write_report
+from sparse_soups.reporting.curves import _phase_lines, load_histories
 from sparse_soups.reporting.figures import PALETTE, colour
+from sparse_soups.reporting.parts import HISTORY_PARTS
 
 PHASES, M = 2, 3
 CORRUPTIONS = ("gaussian_noise", "fog", "jpeg_compression")
@@ -89,6 +92,34 @@ def write_fixture(root: Path, seeds: tuple[int, ...], experiment: str = "exp_a")
     return paths
 
 
+def write_histories(root: Path, seeds: tuple[int, ...], experiment: str = "exp_a") -> list[Path]:
+    """history.csv of every trained model of the fixture run: 3 epochs, the validation
+    accuracy rising from a value that names the model's phase."""
+    paths = []
+    for seed in seeds:
+        for model_dir in _models():
+            if (layout.parse(model_dir) or ("",))[0] not in layout.TRAINED:
+                continue
+            phase = _models()[model_dir][2]
+            rows = [
+                HistoryRow(
+                    float(e),
+                    10 * e,
+                    0.1,
+                    2.0 - e / 3 if e else float("nan"),
+                    0.5,
+                    0.4 + 0.1 * e,
+                    [0.0, 0.5, 0.75][phase],
+                    e * 1.0,
+                )
+                for e in range(4)
+            ]
+            path = root / layout.run_dir(experiment, seed) / model_dir / layout.HISTORY_FILE
+            write_history(rows, path)
+            paths.append(path)
+    return paths
+
+
 def _value(paths: list[Path], model_dir: str, field: str = "test_accuracy") -> list[float]:
     return [json.loads(p.read_text())[field] for p in paths if p.parent.as_posix().endswith("/" + model_dir)]
 
@@ -99,7 +130,7 @@ def report(request, tmp_path_factory) -> tuple[tuple[int, ...], list[Path], Path
     tmp_path = tmp_path_factory.mktemp(f"report{len(seeds)}")
     paths = write_fixture(tmp_path, seeds)
     out = tmp_path / "report"
-    return seeds, paths, out, write_report(paths, out)
+    return seeds, paths, out, write_report(paths + write_histories(tmp_path, seeds), out)
 
 
 def test_every_part_writes_exactly_its_declared_files(report) -> None:
@@ -235,8 +266,9 @@ def test_old_metrics_without_ood_or_ece_still_give_every_declared_file(tmp_path:
         record["ood_accuracy"] = None
         path.write_text(json.dumps(record))
     out = tmp_path / "report"
-    written = write_report(paths, out, parts=list(PARTS))
-    assert set(written) == {name for part in PARTS for name in part_files(part)}
+    parts = [part for part in PARTS if part not in HISTORY_PARTS]
+    written = write_report(paths, out, parts=parts)
+    assert set(written) == {name for part in parts for name in part_files(part)}
     assert "No ECE" in (out / "ece.md").read_text()
     assert "No OOD accuracy" in (out / "ood.md").read_text()
     assert "differ only in their seed" in (out / "ablation_vary.md").read_text()
@@ -320,3 +352,33 @@ def test_claims_table_is_written_in_every_format(report) -> None:
     assert "paired t" in markdown and "verdict" in markdown
     assert r"\toprule" in (out / "claims.tex").read_text()
     assert 'id="T_claims' in (out / "claims.html").read_text()
+
+
+def test_training_curves_overlay_each_phases_ingredients_with_imp_and_its_budget(tmp_path: Path) -> None:
+    histories = load_histories(write_histories(tmp_path, (0, 1)))
+    assert set(histories.experiment) == {"exp_a"} and set(histories.seed) == {0, 1}
+    assert (histories.model_dir == layout.DENSE).sum() == 2 * 4  # two seeds, four rows each
+    first = histories[histories.seed == 0]
+    picked = {label: set(rows.model_dir) for label, rows in _phase_lines(first, 1)}
+    assert picked == {
+        **{f"SMS ingredient {i}": {f"dense/phase1/ingredient{i}"} for i in range(M)},
+        "IMP": {"dense/phase1/ingredient0"},  # IMP shares ingredient 0's retrain
+        "IMP (m x budget)": {"imp_budget/phase1/ingredient0"},
+    }
+    picked = {label: set(rows.model_dir) for label, rows in _phase_lines(first, 2)}
+    assert picked == {
+        **{f"SMS ingredient {i}": {f"uniform/phase2/ingredient{i}"} for i in range(M)},
+        "IMP": {"imp/phase2/ingredient0"},
+        "IMP (m x budget)": {"imp_budget/phase2/ingredient0"},
+    }
+
+
+def test_curve_parts_need_history_files(tmp_path: Path) -> None:
+    paths = write_fixture(tmp_path, (0,))
+    with pytest.raises(ValueError, match=r"report part 'training' needs history\.csv files"):
+        write_report(paths, tmp_path / "report", parts=["training"])
+    histories = write_histories(tmp_path, (0,))
+    written = write_report(histories, tmp_path / "curves")  # the parts the files have data for
+    assert set(written) == {name for part in HISTORY_PARTS for name in part_files(part)}
+    with pytest.raises(ValueError, match="not under results"):
+        load_histories([tmp_path / "history.csv"])

@@ -13,9 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
-from sparse_soups import plan
+from sparse_soups import layout, plan
 from sparse_soups.config import Settings
-from sparse_soups.kernels.checkpoints import sha256
+from sparse_soups.kernels.checkpoints import Checkpoint, sha256
+from sparse_soups.kernels.history import read_history
 from sparse_soups.kernels.pruning import target_density
 from sparse_soups.reporting.parts import PARTS
 from tests.conftest import REPO, metrics_files, smoke_snakemake, write_smoke_config
@@ -171,7 +172,10 @@ def test_html_report_holds_every_table_and_figure_with_its_caption(smoke_run) ->
     result = smoke_snakemake(directory, "--report", "report.html")
     assert result.returncode == 0, result.stderr[-3000:]
     html = (directory / "report.html").read_text()
-    items = {"smoke": ["main", "ood", "ablation_m"], "smoke_uniform": ["main", "ood", "ablation_vary"]}
+    items = {
+        "smoke": ["main", "ood", "ablation_m", "training"],
+        "smoke_uniform": ["main", "ood", "ablation_vary", "training", "training_gmp"],
+    }
     for experiment, parts in items.items():
         for part in parts:
             tables, figures = PARTS[part]
@@ -179,6 +183,28 @@ def test_html_report_holds_every_table_and_figure_with_its_caption(smoke_run) ->
                 assert f"results/{experiment}/report/{name}" in html, name
     assert "m = 3 ingredients varying seed" in html  # the caption names smoke's settings
     assert "varying schedule" in html  # and smoke_uniform's
+    assert "how far retraining recovered it" in html  # the training curves' caption
+
+
+def test_every_training_job_left_its_history(smoke_run, smoke_config) -> None:
+    """One row before training and one per epoch, ending at the checkpoint's steps and sparsity."""
+    directory, _ = smoke_run
+    def template(model: Path) -> str:  # results/{experiment}/seed{n}/{model dir}/model.pt
+        model_dir = model.parent.relative_to(directory / "results").as_posix().split("/", 2)[2]
+        return (layout.parse(model_dir) or ("",))[0]
+
+    trained = [path for path in (directory / "results").rglob(layout.MODEL_FILE) if template(path) in layout.TRAINED]
+    kinds = {Checkpoint.load(path).meta["kind"] for path in trained}
+    assert kinds == {"dense", "ingredient", "rewind", "gmp", "gmp_sms_ingredient"}
+    for path in trained:
+        meta = Checkpoint.load(path).meta
+        rows = read_history(path.with_name(layout.HISTORY_FILE))
+        if meta.get("train_steps", 0) == 0:  # smoke_uniform rewinds to the initialization
+            assert rows == [], path
+            continue
+        assert rows[0].step == 0 and rows[-1].step == meta["train_steps"], path
+        assert [row.epoch for row in rows] == list(range(len(rows))), path
+        assert all(0 <= row.val_accuracy <= 1 for row in rows), path
 
 
 def test_killed_run_restarts_and_gives_identical_metrics(smoke_run, smoke_idx, tmp_path: Path) -> None:
