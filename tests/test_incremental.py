@@ -13,15 +13,15 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sparse_soups.config import Settings
-from sparse_soups.stages import STAGES, read_settings, stage_settings
+from sparse_soups.config import LoggingSettings, Settings
+from sparse_soups.stages import STAGES, read_settings, stage_settings, with_logging
 from tests.conftest import REPO
 
 TRAINING = {"prepare_data", "pretrain", "retrain", "rewind_point", "imp_rewind", "gmp", "gmp_sms_ingredient"}
 # Cheap records re-written on any change: the experiment's full settings (and provenance),
 # and a stage's settings file where that stage's keys changed or it is newly needed.
 REPORTS = {"report", "report_ood", "report_ablation_m", "report_subset_soups", "report_ablation_vary", "all",
-           "settings", "stage_settings"}  # fmt: skip
+           "report_training", "report_training_gmp", "settings", "stage_settings"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,28 @@ def test_changing_retrain_epochs_reruns_retrains_and_what_follows_never_pretrain
     assert {"retrain", "soup", "evaluate", "lottery_pools"} <= rules
     assert not rules & {"prepare_data", "pretrain", "corrupt_test_set"}
     assert all("results/smoke/" in outputs for rule, outputs in jobs if rule != "all")
+
+
+def test_changing_how_training_is_logged_retrains_nothing(finished: Path) -> None:
+    """The logging stage's file is ancient to the training jobs: new jobs record as it
+    says (TensorBoard on, validation more often), finished ones stay."""
+    change = {"validate_every_steps": 2, "validation_images": 10, "tensorboard": True}
+    jobs = _plan(finished, lambda config: config["experiments"]["smoke"].update(logging=change))
+    assert [(rule, outputs) for rule, outputs in jobs if rule not in {"all", "settings"}] == [
+        ("stage_settings", "results/smoke/settings/logging.json (update)")
+    ]  # and the experiment's full settings record
+
+
+def test_a_training_job_reads_logging_from_its_own_file(tmp_path: Path) -> None:
+    settings = Settings.from_dict({"name": "x", "logging": {"validate_every_steps": 5}})
+    for stage in ("retrain", "logging"):
+        (tmp_path / f"{stage}.json").write_text(json.dumps(stage_settings(settings, stage)))
+    retrain = read_settings(tmp_path / "retrain.json")
+    with pytest.raises(ValueError, match=r"stage 'retrain' does not read 'logging'"):
+        _ = retrain.logging
+    assert with_logging(retrain, tmp_path / "logging.json").logging.validate_every_steps == 5
+    assert with_logging(retrain, None).logging == LoggingSettings()  # no file: the defaults
+    assert with_logging(retrain, None).retrain == settings.retrain
 
 
 def test_a_step_cannot_read_outside_its_stage(tmp_path: Path) -> None:

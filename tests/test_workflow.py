@@ -189,11 +189,13 @@ def test_html_report_holds_every_table_and_figure_with_its_caption(smoke_run) ->
 def test_every_training_job_left_its_history(smoke_run, smoke_config) -> None:
     """One row before training and one per epoch, ending at the checkpoint's steps and sparsity."""
     directory, _ = smoke_run
+
     def template(model: Path) -> str:  # results/{experiment}/seed{n}/{model dir}/model.pt
         model_dir = model.parent.relative_to(directory / "results").as_posix().split("/", 2)[2]
         return (layout.parse(model_dir) or ("",))[0]
 
-    trained = [path for path in (directory / "results").rglob(layout.MODEL_FILE) if template(path) in layout.TRAINED]
+    models = (directory / "results").rglob(layout.MODEL_FILE)
+    trained = [path for path in models if template(path) in layout.TRAINED]
     kinds = {Checkpoint.load(path).meta["kind"] for path in trained}
     assert kinds == {"dense", "ingredient", "rewind", "gmp", "gmp_sms_ingredient"}
     for path in trained:

@@ -31,7 +31,7 @@ from .kernels.checkpoints import CheckpointError
 from .kernels.data import DataNotFoundError
 from .kernels.training import DivergenceError, make_reproducible, pick_device
 from .registry import load_plugins
-from .stages import read_settings
+from .stages import read_settings, with_logging
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +46,9 @@ INDEX = arg("--index", type=int, required=True, help="ingredient index")
 PARENT = arg("--parent", type=Path, required=True, help="checkpoint to start from")
 OOD = arg("--ood", type=Path, dest="ood_dir", help="corrupted test set directory (corrupt-test-set)")
 INGREDIENTS = arg("ingredients", type=Path, nargs="+")
+LOGGING = arg(
+    "--logging", type=Path, help="settings of the logging stage: validation, TensorBoard (default: defaults)"
+)
 
 
 @dataclass(frozen=True)
@@ -62,7 +65,7 @@ COMMANDS: dict[str, Command] = {
     "prepare-data": Command(
         jobs.prepare_data, "find the raw data, split, save compactly", data=False, device=False
     ),
-    "pretrain": Command(jobs.pretrain, "train the dense model", (SEED,)),
+    "pretrain": Command(jobs.pretrain, "train the dense model", (SEED, LOGGING)),
     "retrain": Command(
         jobs.retrain,
         "prune a model for a phase and retrain it",
@@ -72,6 +75,7 @@ COMMANDS: dict[str, Command] = {
             PHASE,
             INDEX,
             SEED,
+            LOGGING,
         ),
     ),
     "soup": Command(
@@ -100,15 +104,18 @@ COMMANDS: dict[str, Command] = {
             arg("--phase", type=int, required=True, help="the IMP phase whose sparsity it targets"),
             SEED,
             arg("--prefix-out", type=Path, required=True, help="its state when pruning starts"),
+            LOGGING,
         ),
     ),
     "gmp-sms-ingredient": Command(
-        jobs.gmp_sms_ingredient, "one copy of a GMP + SMS round", (PARENT, PHASE, ROUND, INDEX, SEED)
+        jobs.gmp_sms_ingredient, "one copy of a GMP + SMS round", (PARENT, PHASE, ROUND, INDEX, SEED, LOGGING)
     ),
     "gmp-sms-average": Command(
         jobs.gmp_sms_average, "average a GMP + SMS round and re-prune it", (PHASE, ROUND, INGREDIENTS)
     ),
-    "rewind-point": Command(jobs.rewind_point, "the dense run's state at baselines.rewind_epoch", (SEED,)),
+    "rewind-point": Command(
+        jobs.rewind_point, "the dense run's state at baselines.rewind_epoch", (SEED, LOGGING)
+    ),
     "imp-rewind": Command(
         jobs.imp_rewind,
         "prune, rewind the survivors, retrain",
@@ -117,6 +124,7 @@ COMMANDS: dict[str, Command] = {
             arg("--rewind", type=Path, required=True, help="the rewind point (rewind-point)"),
             PHASE,
             SEED,
+            LOGGING,
         ),
     ),
     "evaluate": Command(
@@ -129,7 +137,7 @@ COMMANDS: dict[str, Command] = {
     ),
 }
 # fmt: on
-COMMON = ("settings", "threads", "device", "command")  # every command's; the rest go to its job
+COMMON = ("settings", "threads", "device", "command", "logging")  # every command's; the rest go to its job
 PARTS_HELP = (
     "main, ood, ablation_m, subset_soups, ablation_vary, training or training_gmp; repeatable "
     "(default: the parts with data)"
@@ -187,6 +195,8 @@ def run(args: argparse.Namespace) -> Any:
         _log_cpu_time()
         return written
     settings = read_settings(args.settings)
+    if LOGGING in COMMANDS[args.command].args:  # a training job
+        settings = with_logging(settings, args.logging)
     make_reproducible(args.threads)
     command = COMMANDS[args.command]
     options = {key: value for key, value in vars(args).items() if key not in COMMON}

@@ -18,12 +18,12 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .config import Settings, SettingsError
+from .config import LoggingSettings, Settings, SettingsError
 
 # The keys each stage reads: a whole section ("data") or one key of it ("pretrain.batch_size").
 # `name` (the experiment) is in every stage; `seeds` in none, as each job gets its seed.
 _MODEL = ("data", "model", "compute")
-_TRAINING = (*_MODEL, "pretrain", "logging", "eval_batch_size")  # validation while training
+_TRAINING = (*_MODEL, "pretrain")
 _SCORING = ("soup.bn_recalibration_fraction", "eval_batch_size")
 STAGES: dict[str, tuple[str, ...]] = {
     "data": ("data", "pretrain.batch_size"),
@@ -33,9 +33,13 @@ STAGES: dict[str, tuple[str, ...]] = {
     "rewind": (*_TRAINING, "prune", "baselines.rewind_epoch"),
     "soup": (*_MODEL, *_SCORING),
     "lottery_pools": (*_MODEL, "prune", *_SCORING),
-    "gmp": (*_TRAINING, "prune", "retrain.epochs", "gmp", "soup.bn_recalibration_fraction"),
+    "gmp": (*_TRAINING, "prune", "retrain.epochs", "gmp", *_SCORING),
     "evaluate": (*_MODEL, "ood", "evaluation", *_SCORING),
+    # How training jobs record (history.csv, TensorBoard): their second settings file,
+    # which the workflow marks ancient, so a change applies to new jobs and reruns none.
+    "logging": ("logging",),
 }
+TRAINING_STAGES = ("pretrain", "retrain", "rewind", "gmp")
 
 
 def stage_settings(settings: Settings, stage: str) -> dict[str, Any]:
@@ -120,3 +124,15 @@ def read_settings(path: str | Path) -> Settings:
             values[section] = Withheld(stage, section, given)
     readable = frozenset(["name", *(key.partition(".")[0] for key in STAGES[stage])])
     return StageSettings(**values, stage=stage, readable=readable)
+
+
+def with_logging(settings: Settings, path: str | Path | None) -> Settings:
+    """A training job's settings with `logging` from the logging stage's file (defaults
+    when none is given): recording is kept out of the training stages, so that turning on
+    TensorBoard or validating more often retrains nothing already trained."""
+    logging = read_settings(path).logging if path is not None else LoggingSettings()
+    values = {name: object.__getattribute__(settings, name) for name in _FIELDS}
+    values["logging"] = logging
+    if isinstance(settings, StageSettings):
+        return StageSettings(**values, stage=settings.stage, readable=settings.readable | {"logging"})
+    return Settings(**values) if path is not None else settings

@@ -88,6 +88,15 @@ def stage_inputs(stage: str) -> dict:
     }
 
 
+def training_inputs(stage: str) -> dict:
+    """A training job's inputs, with the logging stage's settings marked ancient: turning
+    on TensorBoard or changing validation applies to new jobs and retrains nothing."""
+    return {
+        **stage_inputs(stage),
+        "logging": ancient("results/{experiment}/settings/logging.json"),
+    }
+
+
 wildcard_constraints:
     **layout.wildcard_constraints(),
     experiment="|".join(EXPERIMENTS),

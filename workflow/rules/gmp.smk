@@ -7,7 +7,7 @@ rule gmp:
     """GMP from the dense model's initialization to one phase's sparsity (cubic schedule);
     also keeps its state when pruning starts, where GMP + SMS begins."""
     input:
-        **stage_inputs("gmp"),
+        **training_inputs("gmp"),
     output:
         model=update(layout.pattern("gmp")),
         history=update(layout.pattern("gmp", file=layout.HISTORY_FILE)),
@@ -22,13 +22,13 @@ rule gmp:
     shell:
         "sparse-soups gmp --settings {input.settings} --data {input.data}"
         " --phase {wildcards.phase} --seed {wildcards.seed} --threads {threads}"
-        " --out {output.model} --prefix-out {output.prefix} > {log} 2>&1"
+        " --out {output.model} --prefix-out {output.prefix} --logging {input.logging} > {log} 2>&1"
 
 
 rule gmp_sms_ingredient:
     """One copy of a GMP + SMS round: GMP's schedules continued from the round's start."""
     input:
-        **stage_inputs("gmp"),
+        **training_inputs("gmp"),
         parent=gmp_sms_parent,
     output:
         model=update(layout.pattern("gmp_sms_ingredient")),
@@ -44,7 +44,7 @@ rule gmp_sms_ingredient:
         "sparse-soups gmp-sms-ingredient --settings {input.settings}"
         " --data {input.data} --parent {input.parent} --phase {wildcards.phase}"
         " --round {wildcards.round} --index {wildcards.index} --seed {wildcards.seed}"
-        " --threads {threads} --out {output.model} > {log} 2>&1"
+        " --threads {threads} --out {output.model} --logging {input.logging} > {log} 2>&1"
 
 
 rule gmp_sms_round:

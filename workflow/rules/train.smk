@@ -1,7 +1,7 @@
 rule pretrain:
     """Train the dense model of one seed."""
     input:
-        **stage_inputs("pretrain"),
+        **training_inputs("pretrain"),
     output:
         model=update(layout.pattern("dense")),
         history=update(layout.pattern("dense", file=layout.HISTORY_FILE)),
@@ -14,7 +14,7 @@ rule pretrain:
         **job_resources("pretrain"),
     shell:
         "sparse-soups pretrain --settings {input.settings} --data {input.data}"
-        " --seed {wildcards.seed} --threads {threads} --out {output.model} > {log} 2>&1"
+        " --seed {wildcards.seed} --threads {threads} --out {output.model} --logging {input.logging} > {log} 2>&1"
 
 
 rule retrain:
@@ -24,7 +24,7 @@ rule retrain:
     phase 1 starts from the dense model for every chain, so its lineage is `dense`.
     """
     input:
-        **stage_inputs("retrain"),
+        **training_inputs("retrain"),
         parent=retrain_parent,
     output:
         model=update(layout.pattern("ingredient")),
@@ -40,7 +40,7 @@ rule retrain:
         "sparse-soups retrain --settings {input.settings} --data {input.data}"
         " --parent {input.parent} --lineage {wildcards.lineage} --phase {wildcards.phase}"
         " --index {wildcards.index} --seed {wildcards.seed} --threads {threads}"
-        " --out {output.model} > {log} 2>&1"
+        " --out {output.model} --logging {input.logging} > {log} 2>&1"
 
 
 rule rewind_point:
@@ -48,7 +48,7 @@ rule rewind_point:
     epochs on pretraining's threads (bitwise that run's state; `pretrain` is untouched).
     """
     input:
-        **stage_inputs("rewind"),
+        **training_inputs("rewind"),
     output:
         model=update(layout.pattern("rewind")),
         history=update(layout.pattern("rewind", file=layout.HISTORY_FILE)),
@@ -61,14 +61,14 @@ rule rewind_point:
         **job_resources("pretrain"),
     shell:
         "sparse-soups rewind-point --settings {input.settings} --data {input.data}"
-        " --seed {wildcards.seed} --threads {threads} --out {output.model} > {log} 2>&1"
+        " --seed {wildcards.seed} --threads {threads} --out {output.model} --logging {input.logging} > {log} 2>&1"
 
 
 rule imp_rewind:
     """IMP with weight rewinding: prune the chain's previous model, reset the survivors to
     the rewind point, train the rest of pretraining's schedule."""
     input:
-        **stage_inputs("rewind"),
+        **training_inputs("rewind"),
         parent=lambda wildcards: run_path(
             wildcards,
             layout.chain_model_dir(layout.IMP_REWIND, int(wildcards.phase) - 1),
@@ -94,4 +94,4 @@ rule imp_rewind:
     shell:
         "sparse-soups imp-rewind --settings {input.settings} --data {input.data}"
         " --parent {input.parent} --rewind {input.rewind} --phase {wildcards.phase}"
-        " --seed {wildcards.seed} --threads {threads} --out {output.model} > {log} 2>&1"
+        " --seed {wildcards.seed} --threads {threads} --out {output.model} --logging {input.logging} > {log} 2>&1"

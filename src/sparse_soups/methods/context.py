@@ -161,7 +161,8 @@ class Job:
         if watch.validation_images is not None and watch.validation_images < len(validation):
             validation = validation.head(watch.validation_images / len(validation))
         tensorboard = layout.tensorboard_dir(out, seed, self.model_dir) if watch.tensorboard else None
-        return Monitor(validation, self.batch_size, watch.validate_every_steps, tensorboard)
+        batch_size = self.settings.pretrain.batch_size  # every training stage reads it
+        return Monitor(validation, batch_size, watch.validate_every_steps, tensorboard)
 
     def save(
         self,
