@@ -28,8 +28,16 @@ def _phase_of(path: Path) -> int:
     return Checkpoint.load(path).meta.get("phase")
 
 
+def _training(settings: Settings, data: Path, device: str, model_dir: str, out: Path) -> Job:
+    """A training job's context: its history.csv beside the checkpoint and its TensorBoard
+    run under the experiment's `tensorboard/`, where `layout` puts them."""
+    out = Path(out)
+    history, tensorboard = layout.history_path(out), layout.tensorboard_dir(out, model_dir)
+    return Job(settings, data, device, model_dir, history_out=history, tensorboard_dir=tensorboard)
+
+
 def pretrain(settings: Settings, data: Path, seed: int, out: Path, device: str = "cpu") -> Checkpoint:
-    return imp.pretrain(Job(settings, data, device, layout.DENSE), seed, out)
+    return imp.pretrain(_training(settings, data, device, layout.DENSE, out), seed, out)
 
 
 def retrain(
@@ -37,13 +45,14 @@ def retrain(
     device: str = "cpu",
 ) -> Checkpoint:  # fmt: skip
     """The retrain in `{lineage}/phase{phase}/ingredient{index}`, with the recipe `plan` gives it."""
-    job = Job(settings, data, device, layout.path("ingredient", lineage=lineage, phase=phase, index=index))
+    model_dir = layout.path("ingredient", lineage=lineage, phase=phase, index=index)
+    job = _training(settings, data, device, model_dir, out)
     recipe = plan.retrain_recipe(settings, lineage, index)
     return imp.retrain(job, parent, lineage, phase, index, seed, recipe, out)
 
 
 def rewind_point(settings: Settings, data: Path, seed: int, out: Path, device: str = "cpu") -> Checkpoint:
-    return imp.rewind_point(Job(settings, data, device, layout.REWIND), seed, out)
+    return imp.rewind_point(_training(settings, data, device, layout.REWIND, out), seed, out)
 
 
 def imp_rewind(
@@ -56,7 +65,7 @@ def imp_rewind(
     out: Path,
     device: str = "cpu",
 ) -> Checkpoint:
-    job = Job(settings, data, device, layout.ingredient_dir(layout.IMP_REWIND, phase, 0))
+    job = _training(settings, data, device, layout.ingredient_dir(layout.IMP_REWIND, phase, 0), out)
     return imp.imp_rewind(job, parent, rewind, layout.IMP_REWIND, phase, seed, out)
 
 
@@ -88,7 +97,7 @@ def lottery_pools(
 def gmp_train(
     settings: Settings, data: Path, phase: int, seed: int, out: Path, prefix_out: Path, device: str = "cpu"
 ) -> Checkpoint:
-    job = Job(settings, data, device, layout.gmp_dir(phase))
+    job = _training(settings, data, device, layout.gmp_dir(phase), out)
     return gmp.gmp_train(job, phase, seed, out, prefix_out, layout.gmp_prefix_dir(phase))
 
 
@@ -96,7 +105,7 @@ def gmp_sms_ingredient(
     settings: Settings, data: Path, parent: Path, phase: int, round_index: int, index: int, seed: int,
     out: Path, device: str = "cpu",
 ) -> Checkpoint:  # fmt: skip
-    job = Job(settings, data, device, layout.gmp_sms_ingredient_dir(phase, round_index, index))
+    job = _training(settings, data, device, layout.gmp_sms_ingredient_dir(phase, round_index, index), out)
     return gmp.gmp_sms_ingredient(job, parent, phase, round_index, index, seed, out)
 
 

@@ -123,12 +123,10 @@ def run_dir(experiment: str, seed: int) -> str:
     return RUN.format(experiment=experiment, seed=seed)
 
 
-def history_path(checkpoint: Path) -> Path:
-    """The training curve beside a checkpoint: `history.csv` in its model directory, or
-    `{name}.history.csv` for a checkpoint saved elsewhere (steps called directly)."""
-    if checkpoint.name == MODEL_FILE:
-        return checkpoint.with_name(HISTORY_FILE)
-    return checkpoint.with_name(f"{checkpoint.stem}.{HISTORY_FILE}")
+def history_path(checkpoint: Path) -> Path | None:
+    """The training curve beside a checkpoint in the results tree: `history.csv` in its
+    model directory (None for a checkpoint saved elsewhere: the step picks a name)."""
+    return checkpoint.with_name(HISTORY_FILE) if checkpoint.name == MODEL_FILE else None
 
 
 def histories_of(model_files: list[str]) -> list[str]:
@@ -144,15 +142,15 @@ def histories_of(model_files: list[str]) -> list[str]:
     return histories
 
 
-def tensorboard_dir(checkpoint: Path, seed: int, model_dir: str) -> Path:
+def tensorboard_dir(checkpoint: Path, model_dir: str) -> Path | None:
     """Where a training job writes its TensorBoard events: under the experiment's
-    `tensorboard/`, so one `tensorboard --logdir results/` lists every run; for a checkpoint
-    outside the results tree, a `tensorboard/` directory beside it."""
-    depth = len(model_dir.split("/")) if model_dir else 0
-    run = checkpoint.parents[depth] if depth and depth < len(checkpoint.parents) else None
-    if run is not None and checkpoint.parent.as_posix().endswith(model_dir) and run.name == f"seed{seed}":
-        return run.parent / TENSORBOARD / run.name / model_dir
-    return checkpoint.parent / TENSORBOARD / checkpoint.stem
+    `tensorboard/`, so one `tensorboard --logdir results/` lists every run (None for a
+    checkpoint outside the results tree)."""
+    depth = len(model_dir.split("/"))
+    if not model_dir or depth >= len(checkpoint.parents) or not checkpoint.parent.match(model_dir):
+        return None
+    run = checkpoint.parents[depth]
+    return run.parent / TENSORBOARD / run.name / model_dir if re.fullmatch(r"seed\d+", run.name) else None
 
 
 def lineage(chain: str, phase: int, imp_shared: bool = True) -> str:

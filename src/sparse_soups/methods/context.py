@@ -19,7 +19,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from .. import layout
 from ..config import PretrainSettings, Settings
 from ..kernels.checkpoints import Checkpoint, CheckpointError, sha256
 from ..kernels.data import Dataset, Split, load_prepared
@@ -41,6 +40,8 @@ class Job:
     data: Path
     device: str = "cpu"
     model_dir: str = ""  # where the model lives in the run (recorded in its meta)
+    history_out: Path | None = None  # a trained model's history.csv (default: beside it)
+    tensorboard_dir: Path | None = None  # its TensorBoard run, with logging.tensorboard
 
     @cached_property
     def dataset(self) -> Dataset:
@@ -147,20 +148,22 @@ class Job:
         result = train(
             model, masks, self.dataset, optim=optim, peak_lr=optim.lr if peak_lr is None else peak_lr,
             epochs=epochs, schedule=schedule, seed=seed, augment=self.settings.data,
-            compute=self.settings.compute, on_step=on_step, monitor=self.monitor(out, record.seed),
+            compute=self.settings.compute, on_step=on_step, monitor=self.monitor(out),
         )  # fmt: skip
         log.info("trained %s for %d steps, final loss %.4f", self.model_dir, result.steps, result.final_loss)
         meta = {"budget_epochs": epochs, **record.to_meta(), "train_steps": result.steps}
         return self.save(model.state_dict(), masks, meta, out, history=result.history)
 
-    def monitor(self, out: Path, seed: int) -> Monitor:
+    def monitor(self, out: Path) -> Monitor:
         """Validation while training, as `logging` says: on the head of the validation
         split, every epoch or N steps, with TensorBoard events if asked for."""
         watch = self.settings.logging
         validation = self.dataset.val
         if watch.validation_images is not None and watch.validation_images < len(validation):
             validation = validation.head(watch.validation_images / len(validation))
-        tensorboard = layout.tensorboard_dir(out, seed, self.model_dir) if watch.tensorboard else None
+        tensorboard = None
+        if watch.tensorboard:
+            tensorboard = self.tensorboard_dir or Path(out).parent / "tensorboard" / Path(out).stem
         batch_size = self.settings.pretrain.batch_size  # every training stage reads it
         return Monitor(validation, batch_size, watch.validate_every_steps, tensorboard)
 
@@ -175,7 +178,8 @@ class Job:
         """The checkpoint, and for a trained model its history.csv (empty when it was
         not trained, as a rewind point at epoch 0)."""
         if history is not None:
-            write_history(history, layout.history_path(Path(out)))
+            out = Path(out)
+            write_history(history, self.history_out or out.with_name(f"{out.stem}.history.csv"))
         checkpoint = Checkpoint(state_dict, masks, meta)
         checkpoint.save(out)
         return checkpoint
