@@ -19,10 +19,11 @@ import torch
 
 from sparse_soups import cli, jobs, layout
 from sparse_soups.config import DataSettings, Settings
-from sparse_soups.kernels import checkpoints
-from sparse_soups.kernels.checkpoints import Checkpoint, CheckpointError, NonFiniteError, sha256
+from sparse_soups.kernels import checkpoints, files
+from sparse_soups.kernels.checkpoints import Checkpoint, CheckpointError, NonFiniteError
 from sparse_soups.kernels.data import DataError, DataNotFoundError, prepare_dataset
 from sparse_soups.kernels.evaluation import collect_logits, model_predict
+from sparse_soups.kernels.files import sha256
 from sparse_soups.kernels.models import SmallCNN
 from sparse_soups.kernels.ood_sets import read_corrupted
 from sparse_soups.kernels.pruning import dense_masks
@@ -74,7 +75,7 @@ def test_disk_full_mid_write_keeps_the_previous_checkpoint(tmp_path: Path, monke
         Path(file).write_bytes(data[: len(data) // 2])
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(checkpoints, "_write_bytes", write_half_then_fail)
+    monkeypatch.setattr(files, "_write_bytes", write_half_then_fail)
     with pytest.raises(OSError, match="No space left"):
         Checkpoint(model.state_dict(), dense_masks(model), {"phase": 1}).save(path)
     assert path.read_bytes() == before
@@ -213,7 +214,7 @@ def test_nan_outputs_and_nan_metrics_are_refused(dataset, tmp_path: Path) -> Non
     with pytest.raises(NonFiniteError, match=r"outputs are NaN for \d+ of \d+ images"):
         collect_logits(model_predict(model), dataset.test, 100)
     with pytest.raises(ValueError, match=r"refusing to write .*m.json: 'ood.fog.1' is not a finite number"):
-        checkpoints.write_json({"ood": {"fog": {"1": float("nan")}}}, tmp_path / "m.json")
+        files.write_json({"ood": {"fog": {"1": float("nan")}}}, tmp_path / "m.json")
     assert not (tmp_path / "m.json").exists()
 
 

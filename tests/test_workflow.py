@@ -15,7 +15,8 @@ import yaml
 
 from sparse_soups import layout, plan
 from sparse_soups.config import Settings
-from sparse_soups.kernels.checkpoints import Checkpoint, sha256
+from sparse_soups.kernels.checkpoints import Checkpoint
+from sparse_soups.kernels.files import sha256
 from sparse_soups.kernels.history import read_history
 from sparse_soups.kernels.pruning import target_density
 from sparse_soups.reporting.parts import PARTS

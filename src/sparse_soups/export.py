@@ -36,10 +36,9 @@ from .kernels.checkpoints import (
     Checkpoint,
     CheckpointError,
     atomic_torch_save,
-    atomic_write_bytes,
     load_torch_file,
-    sha256,
 )
+from .kernels.files import atomic_write_bytes, sha256
 from .kernels.models import get_model
 from .kernels.pruning import Masks
 from .registry import MODELS

@@ -14,7 +14,7 @@ import torch
 
 from . import __version__
 from .config import Settings
-from .kernels.checkpoints import write_json
+from .kernels.files import write_json
 
 PACKAGES = ("torch", "torchvision", "snakemake", "numpy", "pandas")
 

@@ -57,7 +57,7 @@ def stage_settings(settings: Settings, stage: str) -> dict[str, Any]:
 
 def write_stage_settings(keys: dict[str, Any], out: str | Path, log: str | Path) -> None:
     """The `stage_settings` rule: the file, and a log line naming the keys it holds."""
-    from .kernels.checkpoints import write_json  # torch: not while Snakemake plans
+    from .kernels.files import write_json
 
     write_json(keys, out)
     Path(log).write_text(f"wrote {out}: {', '.join(STAGES[keys['stage']])}\n")

@@ -2,6 +2,7 @@
 # encode the DAG: which checkpoint each retrain starts from, what each soup averages.
 import copy
 import os
+import threading
 from types import SimpleNamespace
 
 from sparse_soups import layout, plan
@@ -58,18 +59,27 @@ onstart:
         )
 
 
-onsuccess:
+def finish_run():
+    """Stop the warm worker and drop the scheduler's pending wake-up timers.
+
+    Snakemake's job-rate limiter arms a timer on every scheduling round (snakemake PR
+    #3744); the profile's long timespan makes those rounds rare, and cancelling the
+    timers here keeps Snakemake from waiting for them before it exits."""
     if WARM_START:
         from sparse_soups import worker
 
         worker.stop()
+    for thread in threading.enumerate():
+        if isinstance(thread, threading.Timer):
+            thread.cancel()
+
+
+onsuccess:
+    finish_run()
 
 
 onerror:
-    if WARM_START:
-        from sparse_soups import worker
-
-        worker.stop()
+    finish_run()
 
 
 EXPERIMENTS = {

@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .checkpoints import atomic_write_bytes
 from .data import Split
 from .evaluation import accuracy
+from .files import atomic_write_bytes
 from .pruning import Masks
 
 if TYPE_CHECKING:

@@ -20,8 +20,9 @@ import torch
 from torch import nn
 
 from ..config import PretrainSettings, Settings
-from ..kernels.checkpoints import Checkpoint, CheckpointError, sha256
+from ..kernels.checkpoints import Checkpoint, CheckpointError
 from ..kernels.data import Dataset, Split, load_prepared
+from ..kernels.files import sha256
 from ..kernels.history import HistoryRow, Monitor, write_history
 from ..kernels.models import build_model
 from ..kernels.pruning import Masks, prunable_parameters, select_masks, target_density

@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Settings
-from ..kernels.checkpoints import load_torch_file, sha256, write_json
+from ..kernels.checkpoints import load_torch_file
 from ..kernels.data import prepare_dataset
 from ..kernels.evaluation import model_metrics
+from ..kernels.files import sha256, write_json
 from .context import Job
 
 

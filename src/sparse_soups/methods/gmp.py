@@ -7,7 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..kernels import gradual
-from ..kernels.checkpoints import Checkpoint, sha256
+from ..kernels.checkpoints import Checkpoint
+from ..kernels.files import sha256
 from ..kernels.metrics import soup_geometry
 from ..kernels.pruning import dense_masks
 from ..kernels.schedules import pretrain_schedule

@@ -15,7 +15,8 @@ import dataclasses
 from pathlib import Path
 
 from ..kernels import gradual
-from ..kernels.checkpoints import Checkpoint, sha256
+from ..kernels.checkpoints import Checkpoint
+from ..kernels.files import sha256
 from ..kernels.pruning import dense_masks, rewind_to
 from ..kernels.schedules import allr_scale, pretrain_schedule, retrain_schedule
 from ..kernels.seeds import derive_seed

@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from ..config import LOTTERY_POOLS_VARIANTS
-from ..kernels.checkpoints import Checkpoint, sha256
+from ..kernels.checkpoints import Checkpoint
 from ..kernels.evaluation import accuracy
+from ..kernels.files import sha256
 from ..kernels.lottery_pools import ALPHAS, AVG_ALPHAS, lottery_pool
 from ..kernels.pruning import apply_masks, dense_masks, prunable_parameters, select_masks
 from .context import Job

@@ -14,8 +14,9 @@ from typing import Any
 
 from torch import nn
 
-from ..kernels.checkpoints import Checkpoint, sha256, write_json
+from ..kernels.checkpoints import Checkpoint
 from ..kernels.evaluation import accuracy, ensemble_predict, ood_metrics, prediction_metrics
+from ..kernels.files import sha256, write_json
 from ..kernels.metrics import soup_geometry
 from ..kernels.pruning import sparsity
 from ..kernels.soups import average_state_dicts

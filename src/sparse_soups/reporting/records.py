@@ -17,7 +17,7 @@ import pandas as pd
 
 from .. import layout
 from ..config import VARY_AXES
-from ..kernels.checkpoints import sha256
+from ..kernels.files import sha256
 from ..methods.record import KINDS, REQUIRED_METRICS, ModelRecord
 from ..registry import SOUP_METHODS
 
