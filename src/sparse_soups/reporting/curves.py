@@ -67,7 +67,7 @@ def dense_curves(histories: pd.DataFrame, out_dir: Path) -> dict[str, Path]:
     for ax, metric in zip(axes, (LOSS, ACCURACY), strict=True):
         sns.lineplot(data=dense, x="epoch", y=metric, hue="seed", palette="crest", marker=".", ax=ax)
     axes[0].get_legend().remove()
-    _legend(axes[1])
+    _legend(axes[1], title="seed")
     fig.suptitle(f"{_title(histories)}: dense training")
     return _save(fig, out_dir, "training_dense")
 

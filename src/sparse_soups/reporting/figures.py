@@ -72,9 +72,9 @@ def _empty(ax: plt.Axes, message: str) -> None:
     ax.set_yticks([])
 
 
-def _legend(ax: plt.Axes) -> None:
+def _legend(ax: plt.Axes, title: str | None = None) -> None:
     if ax.get_legend_handles_labels()[0]:
-        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0))
+        ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title=title)
 
 
 def metric_vs_sparsity(results: pd.DataFrame, metric: str, label: str, out_dir: Path, stem: str) -> dict:
