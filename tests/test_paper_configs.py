@@ -12,12 +12,12 @@ import yaml
 from sparse_soups.config import ModelSettings, Settings
 from sparse_soups.kernels.data import load_prepared, prepare_dataset
 from sparse_soups.kernels.models import build_model
-from tests.conftest import REPO
+from tests.conftest import REPO, make_celeba_dataset
 
 PAPER_CONFIGS = sorted(
     p.name for p in (REPO / "config").glob("*.yaml") if p.name not in ("config.yaml", "smoke.yaml")
 )
-NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000}
+NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000, "celeba": 2}
 
 
 def _local_config(name: str, directory: Path) -> dict:
@@ -25,7 +25,9 @@ def _local_config(name: str, directory: Path) -> dict:
     pointed at empty stand-ins: a dry run needs them to exist, not their contents."""
     config = yaml.safe_load((REPO / "config" / name).read_text())
     for experiment in config["experiments"].values():
-        if experiment["data"].get("root") or experiment["data"]["dataset"] == "imagenet":
+        if experiment["data"]["dataset"] == "celeba":  # its files are checked before any job
+            experiment["data"]["root"] = str(make_celeba_dataset(directory / "celeba", (130, 2, 2)))
+        elif experiment["data"].get("root") or experiment["data"]["dataset"] == "imagenet":
             for split in ("train", "val"):
                 (directory / "data" / split).mkdir(parents=True, exist_ok=True)
             experiment["data"]["root"] = str(directory / "data")
@@ -59,7 +61,7 @@ def test_paper_config_dry_runs(name: str, tmp_path: Path) -> None:
     settings = Settings.from_dict({"name": experiment_name, **raw})
     jobs = dict(line.split()[:2] for line in run.stdout.splitlines() if len(line.split()) == 2)
     assert jobs.get("corrupt_test_set") == ("1" if settings.ood.enabled else None)
-    assert int(jobs["evaluate"]) > 10 and jobs["pretrain"] == "1"
+    assert int(jobs["evaluate"]) > 10 and jobs["pretrain"] == str(len(settings.seeds))
     assert not (tmp_path / "results").exists()
 
 
@@ -69,7 +71,7 @@ def test_paper_config_builds_its_architecture(name: str) -> None:
     settings = Settings.from_dict(raw)
     channels = 1 if settings.data.dataset == "mnist" else 3
     model = build_model(settings.model, channels, NUM_CLASSES[settings.data.dataset])
-    size = 28 if channels == 1 else 32
+    size = 28 if channels == 1 else settings.data.image_size if settings.data.dataset == "celeba" else 32
     assert model(torch.zeros(2, channels, size, size)).shape == (2, NUM_CLASSES[settings.data.dataset])
 
 

@@ -67,6 +67,10 @@ def _record(experiment: str, seed: int, model_dir: str, rng: np.random.Generator
         "flops": 1000, "dense_flops": 2000, "speedup": 2.0,
         "ood": ood, "ood_accuracy": statistics.fmean(v for sev in ood.values() for v in sev.values()),
     }  # fmt: skip
+    groups = {
+        name: float(rng.uniform(0.4, 0.95)) for name in ("a, b", "a, not b", "not a, b", "not a, not b")
+    }
+    record |= {"group_accuracy": groups, "worst_group_accuracy": min(groups.values())}
     if method:
         record["method"] = method
     if kind == "soup":
@@ -210,6 +214,25 @@ def test_ood_tables_match_the_fixture(report) -> None:
     assert "gaussian noise" in (out / "ood_corruptions.md").read_text()
 
 
+def test_fairness_tables_match_the_fixture(report) -> None:
+    _, paths, out, _ = report
+    worst = pd.read_csv(out / "worst_group.csv").set_index("method")
+    expected = statistics.fmean(_value(paths, layout.chain_model_dir("greedy", 1), "worst_group_accuracy"))
+    assert worst.loc["SMS greedy", "phase1_worst_group_accuracy"] == pytest.approx(expected)
+    groups = pd.read_csv(out / "group_accuracy.csv").set_index("method")
+    ingredients = [
+        _value(paths, layout.ingredient_dir("uniform", PHASES, i), "group_accuracy") for i in range(M)
+    ]
+    per_seed = [statistics.fmean(t["not a, b"] for t in seed) for seed in zip(*ingredients, strict=True)]
+    assert groups.loc["Mean ingredient (SMS uniform)", "not a, b_accuracy"] == pytest.approx(
+        statistics.fmean(per_seed)
+    )
+    soup = _value(paths, layout.chain_model_dir("uniform", PHASES), "worst_group_accuracy")
+    assert groups.loc["SMS uniform", "worst group_accuracy"] == pytest.approx(statistics.fmean(soup))
+    claims = pd.read_csv(out / "claims.csv")
+    assert "worst-group accuracy" in set(claims.metric)
+
+
 def test_ablation_tables(report) -> None:
     _, paths, out, _ = report
     subsets = pd.read_csv(out / "subset_soups.csv").set_index("model")
@@ -346,7 +369,7 @@ def test_claims_table_is_written_in_every_format(report) -> None:
     claims = pd.read_csv(out / "claims.csv")
     assert {"SMS uniform vs IMP", "SMS uniform vs IMP (m x budget)", "SMS uniform vs best ingredient",
             "SMS uniform vs mean ingredient", "GMP + SMS vs GMP"} <= set(claims.claim)  # fmt: skip
-    assert set(claims.metric) == {"accuracy", "OOD accuracy"}
+    assert set(claims.metric) == {"accuracy", "OOD accuracy", "worst-group accuracy"}
     assert (claims.seeds == len(seeds)).all()
     markdown = (out / "claims.md").read_text()
     assert "paired t" in markdown and "verdict" in markdown

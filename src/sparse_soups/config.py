@@ -39,8 +39,10 @@ class DataSettings:
     crop_padding: int = 2
     horizontal_flip: bool = True
     rotation_degrees: float = 0.0  # random rotation in [-d, d] (the paper's CIFAR-100: 15)
-    image_size: int = 224  # streamed datasets (ImageNet): the crop fed to the model
+    image_size: int = 224  # ImageNet: the crop fed to the model; Celeb-A: the resized faces
     loader_workers: int = 0  # streamed datasets: DataLoader worker processes decoding JPEGs
+    target_attribute: str = "Blond_Hair"  # Celeb-A: the label
+    group_attribute: str = "Male"  # Celeb-A: crossed with the label, the groups of worst-group accuracy
 
     def __post_init__(self) -> None:
         _expand_user(self, "root", "download_root")

@@ -109,6 +109,13 @@ for _name, _loader, _cls, _size, _aug in (
         streamed=False,
     )  # fmt: skip
 DATASETS.register("imagenet", f"{_K}.datasets.imagenet:prepare", train_size=1_281_167, streamed=True)
+# Celeb-A: its loader returns the official train/valid/test splits with each image's group
+# (`official_splits`: data.validation_fraction does not apply; `groups`: the report gets
+# worst-group accuracy).
+DATASETS.register(
+    "celeba", f"{_K}.datasets.celeba:load_celeba", train_size=162_770, augmentation=(4, True, 0.0),
+    streamed=False, official_splits=True, groups=True,
+)  # fmt: skip
 # Models: a factory (in_channels, num_classes, **options); `options` are the `model.*`
 # settings it takes, the others have published shapes.
 for _name, _factory, _options in (

@@ -303,6 +303,7 @@ REPORT_SECTIONS = {
     "ablation_vary": "Ablations",
     "training": "Training curves",
     "training_gmp": "Training curves",
+    "fairness": "Fairness",
 }
 
 

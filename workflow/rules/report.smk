@@ -57,6 +57,16 @@ use rule report as report_subset_soups with:
         about=experiment_summary,
 
 
+use rule report as report_fairness with:
+    output:
+        **report_outputs("fairness"),
+    log:
+        "results/{experiment}/logs/report_fairness.log",
+    params:
+        part="fairness",
+        about=experiment_summary,
+
+
 use rule report as report_ablation_vary with:
     output:
         **report_outputs("ablation_vary"),

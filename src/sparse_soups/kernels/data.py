@@ -26,7 +26,7 @@ from .augment import rotate_batch as rotate_batch
 from .checkpoints import atomic_torch_save, load_torch_file
 from .datasets import DEBIAN_FASHION_MNIST as DEBIAN_FASHION_MNIST
 from .datasets import IDX_FILES as IDX_FILES
-from .datasets import DataError
+from .datasets import DataError, OfficialSplits
 from .datasets import DataNotFoundError as DataNotFoundError
 from .datasets import _stage_for_torchvision as _stage_for_torchvision
 from .datasets import find_raw_dir as find_raw_dir
@@ -56,30 +56,53 @@ def prepare_dataset(settings: DataSettings, out: Path, min_train: int = 1) -> di
         _check_split(prepared, settings, min_train)
         atomic_torch_save(prepared, out)
         return prepared
-    (train_x, train_y, test_x, test_y), source = load_raw(settings)
-    train_x, test_x = _with_channels(train_x), _with_channels(test_x)
+    raw, source = load_raw(settings)
     generator = torch.Generator().manual_seed(settings.split_seed)
-    order = torch.randperm(len(train_x), generator=generator)
-    n_val = round(settings.validation_fraction * len(train_x))
-    val_idx, train_idx = order[:n_val], order[n_val:]
-    prepared = {
-        "train_images": train_x[train_idx].contiguous(),
-        "train_labels": train_y[train_idx].clone(),
-        "val_images": train_x[val_idx].contiguous(),
-        "val_labels": train_y[val_idx].clone(),
-        "test_images": test_x.contiguous(),
-        "test_labels": test_y.clone(),
-        "num_classes": int(train_y.max()) + 1,
-        "source": source,
-    }
+    if isinstance(raw, OfficialSplits):
+        prepared = _official_splits(raw, generator)
+    else:
+        train_x, train_y, test_x, test_y = raw
+        train_x, test_x = _with_channels(train_x), _with_channels(test_x)
+        order = torch.randperm(len(train_x), generator=generator)
+        n_val = round(settings.validation_fraction * len(train_x))
+        val_idx, train_idx = order[:n_val], order[n_val:]
+        prepared = {
+            "train_images": train_x[train_idx].contiguous(),
+            "train_labels": train_y[train_idx].clone(),
+            "val_images": train_x[val_idx].contiguous(),
+            "val_labels": train_y[val_idx].clone(),
+            "test_images": test_x.contiguous(),
+            "test_labels": test_y.clone(),
+            "num_classes": int(train_y.max()) + 1,
+        }
+    prepared["source"] = source
     _check_split(prepared, settings, min_train)
     atomic_torch_save(prepared, out)
+    return prepared
+
+
+def _official_splits(raw: OfficialSplits, generator: torch.Generator) -> dict[str, object]:
+    """The dataset's own splits, its training split shuffled (so that `data.train_subset`,
+    a prefix, is a random subset), with each split's groups."""
+    order = torch.randperm(len(raw.train[1]), generator=generator)
+    prepared: dict[str, object] = {"num_classes": raw.num_classes, "group_names": list(raw.group_names)}
+    for split, (images, labels) in (("train", raw.train), ("val", raw.val), ("test", raw.test)):
+        index = order if split == "train" else torch.arange(len(labels))
+        prepared[f"{split}_images"] = _with_channels(images)[index].contiguous()
+        prepared[f"{split}_labels"] = labels[index].clone()
+        prepared[f"{split}_groups"] = raw.groups[split][index].clone()
     return prepared
 
 
 def _check_split(prepared: dict[str, object], settings: DataSettings, min_train: int) -> None:
     n_val, n_all = len(prepared["val_labels"]), len(prepared["train_labels"])
     n_train = n_all if settings.train_subset is None else min(settings.train_subset, n_all)
+    official = "group_names" in prepared  # the dataset's own splits: no fraction was held out
+    if official and min(n_val, n_all, len(prepared["test_labels"])) < 1:
+        raise DataError(
+            f"{settings.dataset}: an official split under {prepared['source']} is empty "
+            f"({n_all} training, {n_val} validation, {len(prepared['test_labels'])} test images)"
+        )
     if n_val < 1:
         raise DataError(
             f"data.validation_fraction: {settings.validation_fraction} of {n_all + n_val} training images "
@@ -87,11 +110,12 @@ def _check_split(prepared: dict[str, object], settings: DataSettings, min_train:
         )
     if n_train < min_train:
         fraction = settings.validation_fraction
-        cause = (
-            f"data.train_subset: {settings.train_subset}"
-            if n_train < n_all
-            else f"data.validation_fraction: {fraction} leaves {n_train} of {n_all + n_val}"
-        )
+        if n_train < n_all:
+            cause = f"data.train_subset: {settings.train_subset}"
+        elif official:
+            cause = f"{settings.dataset}: the official training split holds {n_train}"
+        else:
+            cause = f"data.validation_fraction: {fraction} leaves {n_train} of {n_all + n_val}"
         raise DataError(f"{cause} training images, fewer than one batch (pretrain.batch_size {min_train})")
 
 
@@ -107,10 +131,12 @@ class Split:
         images: torch.Tensor,
         labels: torch.Tensor,
         normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        groups: torch.Tensor | None = None,
     ) -> None:
         self._images = images
         self._normalize = normalize
         self.labels = labels
+        self.groups = groups  # each image's group (Dataset.group_names), where the data has them
 
     @property
     def images(self) -> torch.Tensor:
@@ -132,7 +158,8 @@ class Split:
 
     def head(self, fraction: float) -> Split:
         n = max(1, round(fraction * len(self)))
-        return Split(self._images[:n], self.labels[:n], self._normalize)
+        groups = None if self.groups is None else self.groups[:n]
+        return Split(self._images[:n], self.labels[:n], self._normalize, groups)
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
@@ -158,6 +185,7 @@ class Dataset:
     pad_value: float | tuple[float, ...]  # a black pixel after normalization, per channel
     mean: tuple[float, ...] = (0.0,)  # per channel, of the training images scaled to [0, 1]
     std: tuple[float, ...] = (1.0,)
+    group_names: tuple[str, ...] = ()  # the groups of worst-group accuracy (Celeb-A), if any
 
     @property
     def streamed(self) -> bool:
@@ -228,17 +256,20 @@ def load_prepared(path: Path, settings: DataSettings, device: torch.device | str
     def normalize(images: torch.Tensor) -> torch.Tensor:
         return ((images.float() / 255 - mean_t) / std_t).to(device)
 
-    def split(images: torch.Tensor, labels: torch.Tensor) -> Split:
-        return Split(images, labels.long().to(device), normalize)
+    def split(name: str, images: torch.Tensor, labels: torch.Tensor) -> Split:
+        groups = raw.get(f"{name}_groups")
+        groups = None if groups is None else groups[: len(labels)].long().to(device)
+        return Split(images, labels.long().to(device), normalize, groups)
 
     return Dataset(
-        train=split(train_images, train_labels),
-        val=split(raw["val_images"], raw["val_labels"]),
-        test=split(raw["test_images"], raw["test_labels"]),
+        train=split("train", train_images, train_labels),
+        val=split("val", raw["val_images"], raw["val_labels"]),
+        test=split("test", raw["test_images"], raw["test_labels"]),
         num_classes=raw["num_classes"],
         pad_value=tuple(-m / s for m, s in zip(mean, std, strict=True)),
         mean=mean,
         std=std,
+        group_names=tuple(raw.get("group_names", ())),
     )
 
 

@@ -22,9 +22,11 @@ from .checkpoints import NonFiniteError
 from .data import Dataset, Split, iterate_batches
 from .metrics import (
     expected_calibration_error,
+    group_accuracy,
     maximum_calibration_error,
     theoretical_flops,
     worst_class_accuracy,
+    worst_group_accuracy,
 )
 from .ood_sets import ood_corruptions
 from .pruning import sparsity
@@ -92,16 +94,35 @@ def ensemble_accuracy(models: list[nn.Module], split: Split, batch_size: int) ->
 
 
 def prediction_metrics(predict: Predict, dataset: Dataset, batch_size: int) -> dict[str, float]:
-    """Test and validation accuracy, test ECE and MCE (15 bins) and test worst-class accuracy."""
+    """Test and validation accuracy, test ECE and MCE (15 bins), test worst-class accuracy
+    and, where the data has groups, per-group and worst-group test accuracy."""
     test_logits = collect_logits(predict, dataset.test, batch_size)
     test_labels = dataset.test.labels.cpu()
     val_logits = collect_logits(predict, dataset.val, batch_size)
-    return {
+    metrics = {
         "test_accuracy": _accuracy(test_logits, test_labels),
         "validation_accuracy": _accuracy(val_logits, dataset.val.labels),
         "ece": expected_calibration_error(test_logits, test_labels, ECE_BINS),
         "mce": maximum_calibration_error(test_logits, test_labels, ECE_BINS),
         "worst_class_accuracy": worst_class_accuracy(test_logits, test_labels),
+    }
+    return metrics | group_metrics(test_logits, dataset)
+
+
+def group_metrics(test_logits: torch.Tensor, dataset: Dataset) -> dict[str, Any]:
+    """Test accuracy per group and of the worst group, for data with groups (Celeb-A)."""
+    groups = getattr(dataset.test, "groups", None)
+    if groups is None or not dataset.group_names:
+        return {}
+    labels, groups, n = dataset.test.labels.cpu(), groups.cpu(), len(dataset.group_names)
+    per_group = group_accuracy(test_logits, labels, groups, n)
+    return {
+        "worst_group_accuracy": worst_group_accuracy(test_logits, labels, groups, n),
+        "group_accuracy": {
+            name: float(acc)
+            for name, acc in zip(dataset.group_names, per_group, strict=True)
+            if not acc.isnan()
+        },
     }
 
 

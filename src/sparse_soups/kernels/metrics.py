@@ -63,6 +63,26 @@ def worst_class_accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return float(accuracies[~accuracies.isnan()].min())
 
 
+def group_accuracy(
+    logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, num_groups: int
+) -> torch.Tensor:
+    """Accuracy within each group (NaN for groups without examples): a group is any
+    partition of the images, e.g. Celeb-A's target attribute crossed with a sensitive one."""
+    correct = (logits.argmax(1) == labels).double()
+    hits = torch.zeros(num_groups, dtype=torch.float64).index_add_(0, groups, correct)
+    counts = torch.bincount(groups, minlength=num_groups).double()
+    return hits / counts
+
+
+def worst_group_accuracy(
+    logits: torch.Tensor, labels: torch.Tensor, groups: torch.Tensor, num_groups: int
+) -> float:
+    """The lowest accuracy over the groups that occur: the fairness studies' headline number,
+    which an average over a majority group can hide."""
+    accuracies = group_accuracy(logits, labels, groups, num_groups)
+    return float(accuracies[~accuracies.isnan()].min())
+
+
 def _layer_macs(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[nn.Module, int]]:
     """Dense multiply-adds of each Conv2d / Linear for one input of `input_shape` (C, H, W)."""
     counts: list[tuple[nn.Module, int]] = []

@@ -13,7 +13,7 @@ import pandas as pd
 from .. import layout
 from . import claims, curves, figures, tables
 from .parts import HISTORY_PARTS, PARTS, report_parts
-from .records import ingredient_results, load_metrics, method_results, ood_cells
+from .records import NESTED, ingredient_results, load_metrics, method_results, ood_cells
 
 
 def available_parts(
@@ -30,12 +30,13 @@ def available_parts(
         training=histories is not None,
         training_gmp=histories is not None
         and any((layout.parse(d) or ("",))[0] == "gmp" for d in histories.model_dir.unique()),
+        fairness=has_metrics and bool(results.worst_group_accuracy.notna().any()),
     )
 
 
 def _main(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
     paths = {"results.csv": out / "results.csv"}
-    results.drop(columns="ood").to_csv(paths["results.csv"], index=False)
+    results.drop(columns=list(NESTED)).to_csv(paths["results.csv"], index=False)
     paths |= tables.write_table(
         tables.phase_table(results, "test_accuracy", "table", "Test accuracy (%)"), out
     )
@@ -59,6 +60,15 @@ def _ood(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[st
     return paths | figures.ood_severity(results, out) | figures.ood_heatmap(results, out)
 
 
+def _fairness(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
+    what = "Worst-group test accuracy (%)"
+    paths = tables.write_table(tables.phase_table(results, "worst_group_accuracy", "worst_group", what), out)
+    paths |= tables.write_table(tables.group_table(results), out)
+    return paths | figures.metric_vs_sparsity(
+        results, "worst_group_accuracy", "worst-group accuracy (%)", out, "worst_group_vs_sparsity"
+    )
+
+
 def _ablation_m(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
     return tables.write_table(tables.ablation_m_table(results, ingredients), out)
 
@@ -77,7 +87,7 @@ def _training(histories: pd.DataFrame, out: Path) -> dict[str, Path]:
 
 _WRITERS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, Path], dict[str, Path]]] = {
     "main": _main, "ood": _ood, "ablation_m": _ablation_m, "subset_soups": _subset_soups,
-    "ablation_vary": _ablation_vary,
+    "ablation_vary": _ablation_vary, "fairness": _fairness,
 }  # fmt: skip
 _CURVE_WRITERS: dict[str, Callable[[pd.DataFrame, Path], dict[str, Path]]] = {
     "training": _training, "training_gmp": curves.gmp_curves,

@@ -25,7 +25,11 @@ from .tables import BUDGET_COLUMN, budgets, latex_escape
 
 LEVEL = 0.95
 INTERVAL = "paired t, 95%"
-METRICS = {"test_accuracy": "accuracy", "ood_accuracy": "OOD accuracy"}
+METRICS = {
+    "test_accuracy": "accuracy",
+    "ood_accuracy": "OOD accuracy",
+    "worst_group_accuracy": "worst-group accuracy",  # data with groups (Celeb-A)
+}
 COLUMNS = [
     "experiment", "metric", "phase", "sparsity", "claim", "method", "reference",
     "budget_method", "budget_reference", "seeds", "difference", "ci_low", "ci_high", "interval", "verdict",
@@ -84,6 +88,8 @@ def claims_table(results: pd.DataFrame) -> pd.DataFrame:
     spent = budgets(results)
     rows = []
     for metric, metric_name in METRICS.items():
+        if metric not in results:
+            continue
         data = results.dropna(subset=[metric])
         for phase in sorted(data.phase.unique()):
             at = data[data.phase == phase]

@@ -11,6 +11,8 @@ Kept free of heavy imports, so the Snakefile can read it while it builds the DAG
     ablation_vary  ablation_vary table (ingredients by their value on soup.vary)
     training       training_dense, training_phases figures (from the history.csv files)
     training_gmp   training_gmp figure (GMP with its sparsity ramp)
+    fairness       worst_group (worst-group test accuracy) and group_accuracy (each group,
+                   last phase) tables; worst_group_vs_sparsity figure (data with groups: Celeb-A)
 
 Tables come as .csv, .md, .tex (booktabs) and .html; figures as .png and .pdf.
 """
@@ -29,6 +31,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # part: (tables, 
     "ablation_vary": (("ablation_vary",), ()),
     "training": ((), ("training_dense", "training_phases")),
     "training_gmp": ((), ("training_gmp",)),
+    "fairness": (("worst_group", "group_accuracy"), ("worst_group_vs_sparsity",)),
 }
 HISTORY_PARTS = ("training", "training_gmp")  # drawn from history.csv, not metrics.json
 EXTRA_FILES = {"main": ("results.csv",)}  # the long per-seed results behind every table
@@ -44,7 +47,7 @@ def part_files(part: str) -> list[str]:
 
 def report_parts(
     *, ood: bool, ablation_m: bool, subset_soups: bool, ablation_vary: bool, training: bool = True,
-    training_gmp: bool = False, main: bool = True,
+    training_gmp: bool = False, main: bool = True, fairness: bool = False,
 ) -> list[str]:  # fmt: skip
     """The parts a report has, given what it has data for: the one rule for both the
     workflow (which knows from the settings) and `write_report` (from the files)."""
@@ -56,6 +59,7 @@ def report_parts(
         "ablation_vary": ablation_vary,
         "training": training,
         "training_gmp": training_gmp,
+        "fairness": fairness,
     }
     return [part for part, has in present.items() if has]
 
@@ -63,6 +67,7 @@ def report_parts(
 def settings_parts(settings: Any) -> list[str]:
     """The report parts of an experiment, from its settings (`config.Settings`)."""
     from .. import layout
+    from ..registry import DATASETS
 
     soup = settings.soup
     return report_parts(
@@ -71,4 +76,5 @@ def settings_parts(settings: Any) -> list[str]:
         subset_soups="uniform" in soup.methods and any(k < soup.ingredients for k in soup.subset_sizes),
         ablation_vary=soup.vary != "seed",
         training_gmp=settings.baselines.gmp != "none",
+        fairness=bool(DATASETS.info(settings.data.dataset).get("groups")),
     )

@@ -27,8 +27,9 @@ ENSEMBLE_ROW = "Prediction ensemble (not sparse)"
 # Scalar metrics carried into the tables; any of them may be absent from a file.
 METRICS = (
     "test_accuracy", "validation_accuracy", "sparsity", "ece", "mce", "worst_class_accuracy",
-    "ood_accuracy", "budget_epochs",
+    "ood_accuracy", "worst_group_accuracy", "budget_epochs",
 )  # fmt: skip
+NESTED = ("ood", "groups")  # per-cell metrics: corruption -> severity -> accuracy; group -> accuracy
 # Recipe fields an ingredient may vary in (`soup.vary`), as the checkpoint meta records them.
 AXES = tuple(axis for axis in VARY_AXES if axis != "seed")
 
@@ -123,7 +124,15 @@ def _row(method: str, phase: int, record: dict) -> dict:
     row: dict = {"method": method, "phase": phase}
     row.update({key: _number(record.get(key)) for key in METRICS})
     row["ood"] = record.get("ood") or None
+    row["groups"] = record.get("group_accuracy") or None
     return row
+
+
+def _mean_groups(tables: list[dict | None]) -> dict | None:
+    """Group-wise mean of several `group_accuracy` maps, or None unless all have the same groups."""
+    if not tables or any(not t for t in tables) or any(set(t) != set(tables[0]) for t in tables):
+        return None
+    return {group: sum(_number(t[group]) for t in tables) / len(tables) for group in tables[0]}
 
 
 def _mean_ood(tables: list[dict | None]) -> dict | None:
@@ -157,6 +166,7 @@ def _ingredient_rows(chain: str, label: str, phase: int, by_dir: dict[str, dict]
     rows = [_row("", phase, r) for r in ingredients]
     mean = {key: sum(r[key] for r in rows) / len(rows) for key in METRICS}
     mean["ood"] = _mean_ood([r["ood"] for r in rows])
+    mean["groups"] = _mean_groups([r["groups"] for r in rows])
     return [
         _row(f"Best ingredient ({label})", phase, best),
         _row(f"{ORACLE_PREFIX} ({label})", phase, oracle),
@@ -269,7 +279,7 @@ def method_results(records: list[dict]) -> pd.DataFrame:
             run_rows += _phase_rows(phase, soup_methods(by_dir), by_dir)
         run_rows.sort(key=_rank)  # stable: the SMS rows keep their order
         rows += [{"experiment": experiment, "seed": seed, **row} for row in run_rows]
-    return pd.DataFrame(rows, columns=["experiment", "seed", "method", "phase", *METRICS, "ood"])
+    return pd.DataFrame(rows, columns=["experiment", "seed", "method", "phase", *METRICS, *NESTED])
 
 
 def varied_axis(recipes: list[dict]) -> str:
@@ -299,6 +309,17 @@ def ingredient_results(records: list[dict]) -> pd.DataFrame:
                     })  # fmt: skip
     columns = ["experiment", "seed", "chain", "phase", "index", "axis", "value", *METRICS]
     return pd.DataFrame(rows, columns=columns)
+
+
+def group_cells(results: pd.DataFrame) -> pd.DataFrame:
+    """One row per (seed, method, phase, group) with the group's test accuracy."""
+    rows = [
+        {"experiment": row.experiment, "seed": row.seed, "method": row.method, "phase": row.phase,
+         "group": group, "accuracy": _number(acc)}
+        for row in results.itertuples(index=False)
+        for group, acc in (row.groups or {}).items()
+    ]  # fmt: skip
+    return pd.DataFrame(rows, columns=["experiment", "seed", "method", "phase", "group", "accuracy"])
 
 
 def ood_cells(results: pd.DataFrame) -> pd.DataFrame:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .parts import TABLE_FORMATS
-from .records import ENSEMBLE_ROW, ood_cells
+from .records import ENSEMBLE_ROW, group_cells, ood_cells
 
 FORMATS = TABLE_FORMATS
 
@@ -90,6 +90,23 @@ def budgets(results: pd.DataFrame) -> dict[str, float]:
 
 def _budget_text(value: float | None) -> str:
     return "" if value is None or np.isnan(value) else f"{value:.3g}"
+
+
+def group_table(results: pd.DataFrame) -> Table:
+    """Methods x groups of the final phase (test accuracy within each group), plus the worst."""
+    experiment = str(results.experiment.iloc[0])
+    final = results[results.phase == results.phase.max()]
+    cells = group_cells(final)
+    worst = final.dropna(subset=["worst_group_accuracy"])[["seed", "method", "worst_group_accuracy"]]
+    worst = worst.rename(columns={"worst_group_accuracy": "accuracy"}).assign(group="worst group")
+    data = pd.concat([cells[["seed", "method", "group", "accuracy"]], worst], ignore_index=True)
+    headers = {g: g.replace("_", " ") for g in data.group.unique()}
+    table_cells = summarise(data, "accuracy", "method", "group", headers)
+    seeds = int(table_cells.seeds.max()) if not table_cells.empty else 0
+    what = f"Test accuracy (%) per group, phase {int(final.phase.max())}"
+    note = "" if not cells.empty else f"No per-group metrics in the metrics files of {experiment}."
+    title = _title(what, experiment, seeds, " Ensemble excluded from the best.")
+    return Table("group_accuracy", title, experiment, "accuracy", table_cells, note=note)
 
 
 def corruption_table(results: pd.DataFrame) -> Table:

@@ -42,6 +42,7 @@ def experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any]) 
     found = []
     if clean("data"):
         found += _root_problems(key, exp["data"]) + _imagenet_problems(key, exp["data"])
+        found += _celeba_problems(key, exp["data"])
     if clean("ood"):
         found += _ood_problems(key, exp["ood"])
     if clean("soup"):
@@ -210,6 +211,42 @@ def gmp_problems(settings: Settings, key: str) -> list[str]:
     return found
 
 
+CELEBA_MAX_SIDE = 128  # 202,599 faces x 3 x 128^2 bytes = 10 GB in memory
+
+
+def _celeba_problems(key: str, data: dict[str, Any]) -> list[str]:
+    """Celeb-A is never downloaded (Google Drive quotas): root must hold torchvision's
+    celeba/ folder with every file its loader parses; and it is kept in memory."""
+    if data["dataset"] != "celeba":
+        return []
+    from ..kernels.celeba_files import FOLDER, missing_files
+
+    found = []
+    side = data["image_size"]
+    if side > CELEBA_MAX_SIDE:
+        gigabytes = 202_599 * 3 * side * side / 1e9
+        found.append(
+            f"{key}.data.image_size: {side} would hold Celeb-A's faces in {gigabytes:.0f} GB of memory; "
+            f"use at most {CELEBA_MAX_SIDE} (config/celeba_resnet18.yaml uses 64)"
+        )
+    if data["target_attribute"] == data["group_attribute"]:
+        found.append(
+            f"{key}.data.group_attribute: '{data['group_attribute']}' is also the target_attribute; "
+            "the groups cross the label with a different attribute (e.g. Male)"
+        )
+    root = data["root"]
+    if not isinstance(root, str):
+        return [
+            *found,
+            f"{key}.data.root: celeba needs the directory holding {FOLDER}/ (torchvision's layout), got null",
+        ]
+    if Path(root).expanduser().is_dir():  # else named once, as a missing directory
+        found += [
+            f"{key}.data.root: '{root}' lacks {path}" for path in missing_files(Path(root).expanduser())
+        ]
+    return found
+
+
 def _idx_count(path: Path) -> int | None:
     """The item count in an IDX file's header (gzip or plain), None if unreadable."""
     try:
@@ -229,6 +266,13 @@ def training_set_size(dataset: str, root: str | None) -> int | None:
             for name in ("train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz"):
                 if (directory / name).is_file():
                     return _idx_count(directory / name)
+    if dataset == "celeba" and root:
+        from ..kernels.celeba_files import partition_counts
+
+        try:
+            return partition_counts(Path(root).expanduser())[0] or None
+        except OSError:
+            return None  # named by _celeba_problems
     return DATASETS.info(dataset).get("train_size") if dataset in DATASETS else None
 
 
@@ -244,6 +288,9 @@ def split_problems(settings: Any, total: int, key: str) -> list[str]:
     validation images for every model's validation accuracy, greedy soups and Lottery Pools."""
     data = settings.data
     n_train, n_val = split_sizes(total, data.validation_fraction, data.train_subset)
+    official = DATASETS.info(data.dataset).get("official_splits")  # its own validation split
+    if official:
+        n_train, n_val = (total if data.train_subset is None else min(data.train_subset, total)), 1
     users = ["evaluation", *(["greedy soup"] if "greedy" in settings.soup.methods else [])]
     if settings.baselines.lottery_pools != "none" and settings.prune.phases > 1:
         users.append("Lottery Pools")
@@ -255,12 +302,13 @@ def split_problems(settings: Any, total: int, key: str) -> list[str]:
         )
     batch = settings.pretrain.batch_size
     if n_train < batch:
-        limited = data.train_subset is not None and data.train_subset < total - n_val
-        cause = (
-            f"data.train_subset: {data.train_subset}"
-            if limited
-            else f"data.validation_fraction: {data.validation_fraction} leaves {n_train} of {total}"
-        )
+        limited = data.train_subset is not None and data.train_subset < (total if official else total - n_val)
+        if limited:
+            cause = f"data.train_subset: {data.train_subset}"
+        elif official:
+            cause = f"data.root: the official training split of {data.dataset} holds {n_train}"
+        else:
+            cause = f"data.validation_fraction: {data.validation_fraction} leaves {n_train} of {total}"
         problems.append(
             f"{key}.{cause} training images, fewer than one batch (pretrain.batch_size {batch})"
         )  # fmt: skip

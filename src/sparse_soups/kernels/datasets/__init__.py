@@ -8,7 +8,9 @@ follow torchvision's `(root, train=..., download=...)` API share `load_torchvisi
 reads through torchvision's own loaders (so the real file formats and checksums apply):
 registering one takes its class as `torchvision_class`. Fashion-MNIST has its own search
 order (`load_fashion_mnist`). A streamed dataset's loader returns an index of its files
-instead (`imagenet.py`: too large for memory, its JPEGs are decoded per batch).
+instead (`imagenet.py`: too large for memory, its JPEGs are decoded per batch). A dataset
+with its own validation split and per-image groups returns `OfficialSplits` instead of the
+four tensors (`celeba.py`).
 """
 
 from __future__ import annotations
@@ -41,6 +43,19 @@ IDX_FILES = (
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 )
+
+
+@dataclass(frozen=True)
+class OfficialSplits:
+    """Train, validation and test (images, labels) as the dataset's authors split them, with
+    each image's group (an index into `group_names`) per split, for worst-group accuracy."""
+
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+    groups: Mapping[str, torch.Tensor]  # "train" | "val" | "test" -> int64 per image
+    group_names: tuple[str, ...]
+    num_classes: int
 
 
 class DataNotFoundError(FileNotFoundError):
