@@ -129,6 +129,37 @@ def make_celeba_dataset(
     return directory
 
 
+def make_cityscapes_dataset(directory: Path, per_split: tuple[int, int] = (24, 8), seed: int = 0) -> Path:
+    """Cityscapes as its archives unpack: 64 x 128 RGB PNGs under leftImg8bit/{train,val}/<city>/
+    and grey *_gtFine_labelIds.png masks under gtFine/. Each scene is sky (label id 23) over
+    road (7) with a red car (26) at a random place, and unlabelled pixels (0) along the top
+    edge, so the mapping to train ids, the ignore index and the colours can all be checked."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for split, count in zip(("train", "val"), per_split, strict=True):
+        for index in range(count):
+            city = ("aachen", "bremen")[index % 2]
+            stem = f"{city}_{index:06d}_000019"
+            labels = np.full((64, 128), 7, dtype=np.uint8)
+            labels[:28] = 23
+            labels[:3] = 0
+            top, left = int(rng.integers(28, 50)), int(rng.integers(0, 100))
+            labels[top : top + 12, left : left + 24] = 26
+            colours = {7: (90, 90, 90), 23: (70, 130, 220), 26: (200, 30, 30), 0: (0, 0, 0)}
+            pixels = np.zeros((64, 128, 3), dtype=np.int64)
+            for label, colour in colours.items():
+                pixels[labels == label] = colour
+            pixels = (pixels + rng.integers(-25, 25, size=pixels.shape)).clip(0, 255).astype(np.uint8)
+            images = directory / "leftImg8bit" / split / city
+            masks = directory / "gtFine" / split / city
+            images.mkdir(parents=True, exist_ok=True)
+            masks.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(pixels).save(images / f"{stem}_leftImg8bit.png")
+            Image.fromarray(labels, mode="L").save(masks / f"{stem}_gtFine_labelIds.png")
+    return directory
+
+
 def write_smoke_config(directory: Path, idx_dir: Path) -> Path:
     """config/smoke.yaml with its data read from `idx_dir`, as `directory`/smoke.yaml."""
     config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())

@@ -12,12 +12,12 @@ import yaml
 from sparse_soups.config import ModelSettings, Settings
 from sparse_soups.kernels.data import load_prepared, prepare_dataset
 from sparse_soups.kernels.models import build_model
-from tests.conftest import REPO, make_celeba_dataset
+from tests.conftest import REPO, make_celeba_dataset, make_cityscapes_dataset
 
 PAPER_CONFIGS = sorted(
     p.name for p in (REPO / "config").glob("*.yaml") if p.name not in ("config.yaml", "smoke.yaml")
 )
-NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000, "celeba": 2}
+NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000, "celeba": 2, "cityscapes": 19}
 
 
 def _local_config(name: str, directory: Path) -> dict:
@@ -27,6 +27,8 @@ def _local_config(name: str, directory: Path) -> dict:
     for experiment in config["experiments"].values():
         if experiment["data"]["dataset"] == "celeba":  # its files are checked before any job
             experiment["data"]["root"] = str(make_celeba_dataset(directory / "celeba", (130, 2, 2)))
+        elif experiment["data"]["dataset"] == "cityscapes":
+            experiment["data"]["root"] = str(make_cityscapes_dataset(directory / "cityscapes", (12, 2)))
         elif experiment["data"].get("root") or experiment["data"]["dataset"] == "imagenet":
             for split in ("train", "val"):
                 (directory / "data" / split).mkdir(parents=True, exist_ok=True)
@@ -72,7 +74,11 @@ def test_paper_config_builds_its_architecture(name: str) -> None:
     channels = 1 if settings.data.dataset == "mnist" else 3
     model = build_model(settings.model, channels, NUM_CLASSES[settings.data.dataset])
     size = 28 if channels == 1 else settings.data.image_size if settings.data.dataset == "celeba" else 32
-    assert model(torch.zeros(2, channels, size, size)).shape == (2, NUM_CLASSES[settings.data.dataset])
+    classes = NUM_CLASSES[settings.data.dataset]
+    if settings.data.dataset == "cityscapes":  # a class score per pixel
+        assert model(torch.zeros(2, channels, size, 2 * size)).shape == (2, classes, size, 2 * size)
+    else:
+        assert model(torch.zeros(2, channels, size, size)).shape == (2, classes)
 
 
 def test_wrn_options_reach_the_model() -> None:

@@ -39,6 +39,7 @@ class DataSettings:
     crop_padding: int = 2
     horizontal_flip: bool = True
     rotation_degrees: float = 0.0  # random rotation in [-d, d] (the paper's CIFAR-100: 15)
+    scale_range: tuple[float, float] = (0.5, 2.0)  # segmentation: random scale before the crop
     image_size: int = 224  # ImageNet: the crop fed to the model; Celeb-A: the resized faces
     loader_workers: int = 0  # streamed datasets: DataLoader worker processes decoding JPEGs
     target_attribute: str = "Blond_Hair"  # Celeb-A: the label

@@ -116,6 +116,12 @@ DATASETS.register(
     "celeba", f"{_K}.datasets.celeba:load_celeba", train_size=162_770, augmentation=(4, True, 0.0),
     streamed=False, official_splits=True, groups=True,
 )  # fmt: skip
+# Cityscapes: semantic segmentation (`task`: its loss and metrics, kernels/tasks.py), the
+# official validation split as the test set; 19 classes.
+DATASETS.register(
+    "cityscapes", f"{_K}.datasets.cityscapes:load_cityscapes", train_size=2_975, augmentation=(0, True, 0.0),
+    streamed=False, task="segmentation",
+)  # fmt: skip
 # Models: a factory (in_channels, num_classes, **options); `options` are the `model.*`
 # settings it takes, the others have published shapes.
 for _name, _factory, _options in (
@@ -130,6 +136,13 @@ for _name, _factory, _options in (
     ("resnet50", "resnet50", ()),
 ):
     MODELS.register(_name, f"{_K}.models:{_factory}", options=_options)
+# Segmentation models: logits per pixel, (N, classes, H, W); `task` must match the dataset's.
+for _name, _factory, _options in (
+    ("deeplabv3_resnet50", "deeplabv3_resnet50", ()),
+    ("fcn_resnet50", "fcn_resnet50", ()),
+    ("seg_cnn", "TinySegNet", ("width",)),
+):
+    MODELS.register(_name, f"{_K}.models:{_factory}", options=_options, task="segmentation")
 
 PLUGINS_VARIABLE = "SPARSE_SOUPS_PLUGINS"
 

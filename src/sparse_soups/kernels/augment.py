@@ -74,3 +74,47 @@ def rotate_batch(
     grid = torch.nn.functional.affine_grid(theta, list(images.shape), align_corners=False)
     rotated = torch.nn.functional.grid_sample(images - fill, grid, align_corners=False, padding_mode="zeros")
     return rotated + fill  # zeros padding of (x - fill) is `fill` after the shift back
+
+
+def augment_segmentation(
+    images: torch.Tensor,
+    masks: torch.Tensor,
+    flip: bool,
+    pad_value: float | tuple[float, ...],
+    ignore_index: int,
+    generator: torch.Generator,
+    scale_range: tuple[float, float] = (0.5, 2.0),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The standard segmentation augmentation on a whole batch, image and mask together: a
+    random scale in `scale_range` (one per batch, so the batch stays one tensor), a random
+    crop back to the input size per image (where the scaled batch is smaller, images are
+    padded with `pad_value` and masks with `ignore_index`), and a random horizontal flip.
+    Masks are resized with (centre-aligned) nearest neighbours, so every pixel keeps a real
+    label and stays under the image pixel it labels."""
+    n, _, height, width = images.shape
+    low, high = scale_range
+    scale = low + (high - low) * float(torch.rand((), generator=generator))
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    images = torch.nn.functional.interpolate(images, size=size, mode="bilinear", align_corners=False)
+    masks = torch.nn.functional.interpolate(masks[:, None].float(), size=size, mode="nearest-exact")
+    masks = masks[:, 0].long()
+    pad_h, pad_w = max(0, height - size[0]), max(0, width - size[1])
+    if pad_h or pad_w:
+        fill = _fill(pad_value, images)
+        if isinstance(fill, float):
+            images = torch.nn.functional.pad(images, [0, pad_w, 0, pad_h], value=fill)
+        else:
+            images = torch.nn.functional.pad(images - fill, [0, pad_w, 0, pad_h]) + fill
+        masks = torch.nn.functional.pad(masks, [0, pad_w, 0, pad_h], value=ignore_index)
+    dy = torch.randint(0, images.shape[-2] - height + 1, (n, 1, 1), generator=generator).to(images.device)
+    dx = torch.randint(0, images.shape[-1] - width + 1, (n, 1, 1), generator=generator).to(images.device)
+    rows = (dy + torch.arange(height, device=images.device).view(1, -1, 1)).expand(n, height, width)
+    cols = (dx + torch.arange(width, device=images.device).view(1, 1, -1)).expand(n, height, width)
+    batch = torch.arange(n, device=images.device).view(n, 1, 1)
+    images = images.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+    masks = masks[batch, rows, cols]
+    if flip:
+        flipped = (torch.rand(n, generator=generator) < 0.5).to(images.device)
+        images = torch.where(flipped.view(n, 1, 1, 1), images.flip(-1), images)
+        masks = torch.where(flipped.view(n, 1, 1), masks.flip(-1), masks)
+    return images.contiguous(), masks.contiguous()

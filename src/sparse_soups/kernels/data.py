@@ -21,7 +21,7 @@ import torch
 # the `x as x` names are re-exported: they lived here, and callers import them from here
 from ..config import DataSettings
 from ..registry import DATASETS
-from .augment import augment_batch, channel_statistics
+from .augment import augment_batch, augment_segmentation, channel_statistics
 from .augment import rotate_batch as rotate_batch
 from .checkpoints import atomic_torch_save, load_torch_file
 from .datasets import DEBIAN_FASHION_MNIST as DEBIAN_FASHION_MNIST
@@ -31,6 +31,7 @@ from .datasets import DataNotFoundError as DataNotFoundError
 from .datasets import _stage_for_torchvision as _stage_for_torchvision
 from .datasets import find_raw_dir as find_raw_dir
 from .stopwatch import not_arithmetic
+from .tasks import CLASSIFICATION, TASKS, Classification, Segmentation
 
 if TYPE_CHECKING:
     from .datasets.imagenet import StreamedSplit
@@ -59,7 +60,7 @@ def prepare_dataset(settings: DataSettings, out: Path, min_train: int = 1) -> di
     raw, source = load_raw(settings)
     generator = torch.Generator().manual_seed(settings.split_seed)
     if isinstance(raw, OfficialSplits):
-        prepared = _official_splits(raw, generator)
+        prepared = _official_splits(raw, generator, settings.validation_fraction)
     else:
         train_x, train_y, test_x, test_y = raw
         train_x, test_x = _with_channels(train_x), _with_channels(test_x)
@@ -81,23 +82,34 @@ def prepare_dataset(settings: DataSettings, out: Path, min_train: int = 1) -> di
     return prepared
 
 
-def _official_splits(raw: OfficialSplits, generator: torch.Generator) -> dict[str, object]:
+def _official_splits(raw: OfficialSplits, generator: torch.Generator, fraction: float) -> dict[str, object]:
     """The dataset's own splits, its training split shuffled (so that `data.train_subset`,
-    a prefix, is a random subset), with each split's groups."""
+    a prefix, is a random subset), with each split's groups; without a validation split,
+    `fraction` of the training split is held out as one."""
     order = torch.randperm(len(raw.train[1]), generator=generator)
-    prepared: dict[str, object] = {"num_classes": raw.num_classes, "group_names": list(raw.group_names)}
-    for split, (images, labels) in (("train", raw.train), ("val", raw.val), ("test", raw.test)):
-        index = order if split == "train" else torch.arange(len(labels))
-        prepared[f"{split}_images"] = _with_channels(images)[index].contiguous()
-        prepared[f"{split}_labels"] = labels[index].clone()
-        prepared[f"{split}_groups"] = raw.groups[split][index].clone()
+    splits = {"train": raw.train, "val": raw.val, "test": raw.test}
+    index = {"train": order, "test": torch.arange(len(raw.test[1]))}
+    if raw.val is None:
+        n_val = round(fraction * len(order))
+        splits["val"], index["train"], index["val"] = raw.train, order[n_val:], order[:n_val]
+    else:
+        index["val"] = torch.arange(len(raw.val[1]))
+    prepared: dict[str, object] = {"num_classes": raw.num_classes, "official_splits": True}
+    prepared |= {"group_names": list(raw.group_names)} if raw.group_names else {}
+    prepared |= {"class_names": list(raw.class_names)} if raw.class_names else {}
+    for split, (images, labels) in splits.items():
+        prepared[f"{split}_images"] = _with_channels(images)[index[split]].contiguous()
+        prepared[f"{split}_labels"] = labels[index[split]].clone()
+        group_source = "train" if split == "val" and raw.val is None else split
+        if group_source in raw.groups:
+            prepared[f"{split}_groups"] = raw.groups[group_source][index[split]].clone()
     return prepared
 
 
 def _check_split(prepared: dict[str, object], settings: DataSettings, min_train: int) -> None:
     n_val, n_all = len(prepared["val_labels"]), len(prepared["train_labels"])
     n_train = n_all if settings.train_subset is None else min(settings.train_subset, n_all)
-    official = "group_names" in prepared  # the dataset's own splits: no fraction was held out
+    official = "group_names" in prepared  # the dataset's own validation split: no fraction held out
     if official and min(n_val, n_all, len(prepared["test_labels"])) < 1:
         raise DataError(
             f"{settings.dataset}: an official split under {prepared['source']} is empty "
@@ -132,11 +144,13 @@ class Split:
         labels: torch.Tensor,
         normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
         groups: torch.Tensor | None = None,
+        task: Classification | Segmentation = CLASSIFICATION,
     ) -> None:
         self._images = images
         self._normalize = normalize
-        self.labels = labels
+        self.labels = labels  # a class per image, or per pixel (segmentation masks)
         self.groups = groups  # each image's group (Dataset.group_names), where the data has them
+        self.task = task  # how its predictions are scored (tasks.py)
 
     @property
     def images(self) -> torch.Tensor:
@@ -159,7 +173,7 @@ class Split:
     def head(self, fraction: float) -> Split:
         n = max(1, round(fraction * len(self)))
         groups = None if self.groups is None else self.groups[:n]
-        return Split(self._images[:n], self.labels[:n], self._normalize, groups)
+        return Split(self._images[:n], self.labels[:n], self._normalize, groups, self.task)
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
@@ -186,6 +200,8 @@ class Dataset:
     mean: tuple[float, ...] = (0.0,)  # per channel, of the training images scaled to [0, 1]
     std: tuple[float, ...] = (1.0,)
     group_names: tuple[str, ...] = ()  # the groups of worst-group accuracy (Celeb-A), if any
+    class_names: tuple[str, ...] = ()
+    task: Classification | Segmentation = CLASSIFICATION
 
     @property
     def streamed(self) -> bool:
@@ -216,6 +232,12 @@ class Dataset:
             yield from self.train.batches(batch_size, generator, augment=True)
             return
         for images, labels in self.train.batches(batch_size, generator):
+            if isinstance(self.task, Segmentation):  # image and mask transformed together
+                yield augment_segmentation(
+                    images, labels, augment.horizontal_flip, self.pad_value, self.task.ignore_index,
+                    generator, augment.scale_range,
+                )  # fmt: skip
+                continue
             images = augment_batch(
                 images, augment.crop_padding, augment.horizontal_flip, self.pad_value, generator,
                 rotation=augment.rotation_degrees,
@@ -256,10 +278,12 @@ def load_prepared(path: Path, settings: DataSettings, device: torch.device | str
     def normalize(images: torch.Tensor) -> torch.Tensor:
         return ((images.float() / 255 - mean_t) / std_t).to(device)
 
+    task = TASKS[DATASETS.info(settings.dataset).get("task", "classification")]
+
     def split(name: str, images: torch.Tensor, labels: torch.Tensor) -> Split:
         groups = raw.get(f"{name}_groups")
         groups = None if groups is None else groups[: len(labels)].long().to(device)
-        return Split(images, labels.long().to(device), normalize, groups)
+        return Split(images, labels.long().to(device), normalize, groups, task)
 
     return Dataset(
         train=split("train", train_images, train_labels),
@@ -270,6 +294,8 @@ def load_prepared(path: Path, settings: DataSettings, device: torch.device | str
         mean=mean,
         std=std,
         group_names=tuple(raw.get("group_names", ())),
+        class_names=tuple(raw.get("class_names", ())),
+        task=task,
     )
 
 

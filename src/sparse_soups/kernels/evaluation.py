@@ -31,6 +31,7 @@ from .metrics import (
 from .ood_sets import ood_corruptions
 from .pruning import sparsity
 from .stopwatch import arithmetic
+from .tasks import Segmentation, mean_iou, segmentation_metrics, task_of
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # images -> logits (or log-probabilities)
 ECE_BINS = 15
@@ -82,20 +83,37 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
     return int((logits.argmax(1) == labels.cpu()).sum()) / len(labels)
 
 
+def score(predict: Predict, split: Split, batch_size: int) -> float:
+    """The split's task's selection score: plain top-1 accuracy (not class-balanced) for
+    classification, mean IoU for segmentation (tasks.py)."""
+    task = task_of(split)
+    if isinstance(task, Segmentation):
+        return mean_iou(task.confusion(predict, split, batch_size, _num_classes(predict, split)))
+    return _accuracy(collect_logits(predict, split, batch_size), split.labels)
+
+
+def _num_classes(predict: Predict, split: Split) -> int:
+    with torch.no_grad():
+        return int(predict(split.images[:1]).shape[1])
+
+
 def accuracy(model: nn.Module, split: Split, batch_size: int) -> float:
-    """Plain top-1 accuracy (not class-balanced), in eval mode."""
-    return _accuracy(collect_logits(model_predict(model), split, batch_size), split.labels)
+    """The model's score on `split` in eval mode: top-1 accuracy, or mIoU (segmentation)."""
+    return score(model_predict(model), split, batch_size)
 
 
 def ensemble_accuracy(models: list[nn.Module], split: Split, batch_size: int) -> float:
-    """Top-1 accuracy of the mean softmax of `models`, against the split's true labels
-    (not agreement with one member, the defect of the authors' code)."""
-    return _accuracy(collect_logits(ensemble_predict(models), split, batch_size), split.labels)
+    """The score of the mean softmax of `models`, against the split's true labels (not
+    agreement with one member, the defect of the authors' code)."""
+    return score(ensemble_predict(models), split, batch_size)
 
 
 def prediction_metrics(predict: Predict, dataset: Dataset, batch_size: int) -> dict[str, float]:
     """Test and validation accuracy, test ECE and MCE (15 bins), test worst-class accuracy
-    and, where the data has groups, per-group and worst-group test accuracy."""
+    and, where the data has groups, per-group and worst-group test accuracy. Segmentation:
+    mIoU and pixel accuracy (tasks.py)."""
+    if isinstance(dataset.task, Segmentation):
+        return segmentation_metrics(predict, dataset, batch_size)
     test_logits = collect_logits(predict, dataset.test, batch_size)
     test_labels = dataset.test.labels.cpu()
     val_logits = collect_logits(predict, dataset.val, batch_size)

@@ -241,3 +241,54 @@ def resnet50(in_channels: int = 3, num_classes: int = 1000) -> nn.Module:
     if in_channels != 3:
         model.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
     return model
+
+
+class SegmentationHead(nn.Module):
+    """A torchvision segmentation model that returns its main head's logits (N, classes,
+    H, W) as a tensor, as the training loop, BatchNorm recalibration and evaluation expect
+    (torchvision returns a dict, with `aux` when built with an auxiliary head)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+def _torchvision_segmentation(name: str, in_channels: int, num_classes: int) -> nn.Module:
+    import torchvision
+
+    if in_channels != 3:
+        raise ValueError(
+            f"model.name {name}: torchvision's segmentation models take 3 channels, not {in_channels}"
+        )
+    build = getattr(torchvision.models.segmentation, name)
+    return SegmentationHead(
+        build(weights=None, weights_backbone=None, num_classes=num_classes, aux_loss=False)
+    )
+
+
+def deeplabv3_resnet50(in_channels: int = 3, num_classes: int = 19) -> nn.Module:
+    """torchvision's DeepLabV3 with a ResNet-50 backbone (dilated, output stride 8), random
+    init: the standard Cityscapes baseline."""
+    return _torchvision_segmentation("deeplabv3_resnet50", in_channels, num_classes)
+
+
+def fcn_resnet50(in_channels: int = 3, num_classes: int = 19) -> nn.Module:
+    """torchvision's FCN with a ResNet-50 backbone, random init."""
+    return _torchvision_segmentation("fcn_resnet50", in_channels, num_classes)
+
+
+class TinySegNet(nn.Module):
+    """A small encoder-decoder for tests and quick checks: two conv-BN-ReLU-pool stages of
+    width w and 2w, a 1x1 classifier, bilinear upsampling back to the input size."""
+
+    def __init__(self, in_channels: int = 3, num_classes: int = 19, width: int = 16) -> None:
+        super().__init__()
+        self.features = nn.Sequential(_conv_block(in_channels, width), _conv_block(width, 2 * width))
+        self.classifier = nn.Conv2d(2 * width, num_classes, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = self.classifier(self.features(x))
+        return nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)

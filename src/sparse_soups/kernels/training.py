@@ -99,7 +99,7 @@ def train(
         for images, labels in dataset.training_batches(optim.batch_size, generator, augment):
             with autocast:
                 logits = forward(images.contiguous(memory_format=memory_format))
-                loss = nn.functional.cross_entropy(logits, labels)
+                loss = dataset.task.loss(logits, labels)
             if not torch.isfinite(loss):
                 raise DivergenceError(f"loss is {loss.item()} at step {step} of {total}")
             optimizer.zero_grad(set_to_none=True)
@@ -111,7 +111,7 @@ def train(
             step += 1
             if on_step is not None:
                 on_step(step)
-            running.add(loss, logits, labels, lr)
+            running.add(loss, *dataset.task.correct(logits, labels), lr)
             if monitor.every_steps is not None and (step % monitor.every_steps == 0 or step == total):
                 running.record(monitor, model, masks, step)
         if monitor.every_steps is None:
@@ -135,10 +135,11 @@ class _Running:
         self.correct = torch.zeros((), dtype=torch.long, device=self.device)
         self.seen, self.lr = 0, 0.0
 
-    def add(self, loss: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor, lr: float) -> None:
-        self.loss_sum += loss.detach() * len(labels)
-        self.correct += (logits.argmax(1) == labels).sum()
-        self.seen += len(labels)
+    def add(self, loss: torch.Tensor, correct: torch.Tensor, counted: int, lr: float) -> None:
+        """`correct` of `counted` predictions (images, or labelled pixels) at this step."""
+        self.loss_sum += loss.detach() * counted
+        self.correct += correct
+        self.seen += counted
         self.lr = lr
 
     def record(self, monitor: Monitor, model: nn.Module, masks: Masks, step: int) -> None:

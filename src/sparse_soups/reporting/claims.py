@@ -29,6 +29,7 @@ METRICS = {
     "test_accuracy": "accuracy",
     "ood_accuracy": "OOD accuracy",
     "worst_group_accuracy": "worst-group accuracy",  # data with groups (Celeb-A)
+    "test_miou": "mIoU",  # segmentation (Cityscapes)
 }
 COLUMNS = [
     "experiment", "metric", "phase", "sparsity", "claim", "method", "reference",

@@ -106,15 +106,18 @@ def metric_vs_sparsity(results: pd.DataFrame, metric: str, label: str, out_dir: 
     return _save(fig, out_dir, stem)
 
 
-def soup_gain(results: pd.DataFrame, out_dir: Path) -> dict:
-    """Per phase: each SMS soup's test accuracy minus its chain's mean and best ingredient."""
+def soup_gain(
+    results: pd.DataFrame, out_dir: Path, metric: str = "test_accuracy", label: str = "accuracy"
+) -> dict:
+    """Per phase: each SMS soup's headline metric (test accuracy, or mIoU) minus its chain's
+    mean and best ingredient's."""
     sns.set_theme(**STYLE)
     rows = []
     for chain in soup_methods():
         soup = SOUP_METHODS.label(chain)
         mean, best = f"Mean ingredient ({soup})", f"Best ingredient ({soup})"
         wide = results[results.method.isin([soup, mean, best])].pivot_table(
-            index=["seed", "phase"], columns="method", values="test_accuracy"
+            index=["seed", "phase"], columns="method", values=metric
         )
         if not {soup, mean, best} <= set(wide.columns):
             continue
@@ -136,11 +139,14 @@ def soup_gain(results: pd.DataFrame, out_dir: Path) -> dict:
         )  # fmt: skip
         ax.axhline(0, color="black", lw=0.8)
         ax.set_title(f"Soup {reference}")
-    fig.suptitle(f"{experiment}: soup gain in test accuracy (points), std over seeds")
+    fig.suptitle(f"{experiment}: soup gain in test {label} (points), std over seeds")
     return _save(fig, out_dir, "soup_gain")
 
 
-def ingredients_figure(results: pd.DataFrame, ingredients: pd.DataFrame, out_dir: Path) -> dict:
+def ingredients_figure(
+    results: pd.DataFrame, ingredients: pd.DataFrame, out_dir: Path, metric: str = "test_accuracy",
+    label: str = "accuracy",
+) -> dict:  # fmt: skip
     """The paper's scatter: each phase's m ingredients (small dots) and their soup (star)."""
     sns.set_theme(**STYLE)
     chains = list(dict.fromkeys(ingredients.chain))
@@ -153,16 +159,16 @@ def ingredients_figure(results: pd.DataFrame, ingredients: pd.DataFrame, out_dir
         own = ingredients[ingredients.chain == chain]
         m = int(own["index"].max()) + 1
         x = own.phase + 0.25 * (own["index"] - (m - 1) / 2) / max(m - 1, 1)
-        ax.scatter(x, 100 * own.test_accuracy, s=18, color=colour(f"Mean ingredient (SMS {chain})"),
+        ax.scatter(x, 100 * own[metric], s=18, color=colour(f"Mean ingredient (SMS {chain})"),
                    alpha=0.8, label="ingredient")  # fmt: skip
         soup = results[results.method == f"SMS {chain}"]
-        ax.scatter(soup.phase, 100 * soup.test_accuracy, s=160, marker="*", color=colour(f"SMS {chain}"),
+        ax.scatter(soup.phase, 100 * soup[metric], s=160, marker="*", color=colour(f"SMS {chain}"),
                    edgecolor="black", linewidth=0.5, label=f"SMS {chain} (soup)", zorder=3)  # fmt: skip
         phases = sorted(own.phase.unique())
         sparsity = own.groupby("phase").sparsity.mean()
         ax.set_xticks(phases, [f"{p}\n({100 * sparsity[p]:.1f}%)" for p in phases])
         ax.set_xlabel("phase (sparsity)")
-        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylabel(f"test {label} (%)")
         ax.set_title(f"SMS {chain}: ingredients and soup")
         ax.legend(fontsize="small")
     fig.suptitle(f"{experiment}: every seed's ingredients and soups")

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..config import VARY_AXES, Settings, SettingsError, dense_epochs, gmp_epochs, gmp_rounds, target_phases
 from ..kernels.schedules import RETRAIN_SCHEDULES
-from ..registry import DATASETS
+from ..registry import DATASETS, MODELS
 
 MAX_RETRAINS = 10_000  # SMS retrains one experiment may plan: the paper's need about 100
 
@@ -42,9 +42,11 @@ def experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any]) 
     found = []
     if clean("data"):
         found += _root_problems(key, exp["data"]) + _imagenet_problems(key, exp["data"])
-        found += _celeba_problems(key, exp["data"])
+        found += _celeba_problems(key, exp["data"]) + _cityscapes_problems(key, exp["data"])
     if clean("ood"):
         found += _ood_problems(key, exp["ood"])
+    if clean("data", "model", "ood"):
+        found += _task_problems(key, exp)
     if clean("soup"):
         found += _soup_problems(key, exp["soup"])
     if clean("model"):
@@ -116,6 +118,50 @@ def _soup_problems(key: str, soup: dict[str, Any]) -> list[str]:
         elif axis != "schedule" and (value < 0 or (axis != "weight_decay" and value == 0)):
             problems.append(f"{key}.values: {value!r} is out of range for {axis}")
     return problems
+
+
+CITYSCAPES_FOLDERS = ("leftImg8bit/train", "leftImg8bit/val", "gtFine/train", "gtFine/val")
+
+
+def _cityscapes_problems(key: str, data: dict[str, Any]) -> list[str]:
+    """Cityscapes is never downloaded (it needs a login): root must hold the unpacked
+    official archives; the augmentation's scale range must be a range."""
+    if data["dataset"] != "cityscapes":
+        return []
+    found = []
+    low, high = data["scale_range"]
+    if low > high:
+        found.append(f"{key}.data.scale_range: [{low}, {high}] is not [low, high] with low <= high")
+    root = data["root"]
+    if not isinstance(root, str):
+        return [
+            *found,
+            f"{key}.data.root: cityscapes needs the directory holding leftImg8bit/ and gtFine/, got null",
+        ]
+    if Path(root).expanduser().is_dir():  # else named once, as a missing directory
+        lacking = [f for f in CITYSCAPES_FOLDERS if not (Path(root).expanduser() / f).is_dir()]
+        found += [f"{key}.data.root: '{root}' lacks {folder}/" for folder in lacking]
+    return found
+
+
+def _task_problems(key: str, experiment: dict[str, Any]) -> list[str]:
+    """The model must produce what the dataset's task scores (a class per image, or per
+    pixel), and segmentation has no corrupted test set here."""
+    dataset, model = experiment["data"]["dataset"], experiment["model"]["name"]
+    if dataset not in DATASETS or model not in MODELS:
+        return []  # named by the schema
+    task = DATASETS.info(dataset).get("task", "classification")
+    model_task = MODELS.info(model).get("task", "classification")
+    found = []
+    if task != model_task:
+        fitting = [name for name in MODELS.names() if MODELS.info(name).get("task", "classification") == task]
+        found.append(
+            f"{key}.model.name: {model} is a {model_task} model, but {dataset} is a {task} dataset "
+            f"(use one of {', '.join(fitting)})"
+        )
+    if task == "segmentation" and experiment["ood"]["enabled"]:
+        found.append(f"{key}.ood.enabled: {dataset} has no corrupted test set here; set ood.enabled: false")
+    return found
 
 
 def _model_problems(key: str, model: dict[str, Any]) -> list[str]:
@@ -266,6 +312,9 @@ def training_set_size(dataset: str, root: str | None) -> int | None:
             for name in ("train-labels-idx1-ubyte", "train-labels-idx1-ubyte.gz"):
                 if (directory / name).is_file():
                     return _idx_count(directory / name)
+    if dataset == "cityscapes" and root:
+        images = Path(root).expanduser() / "leftImg8bit" / "train"
+        return sum(1 for _ in images.glob("*/*_leftImg8bit.png")) or None
     if dataset == "celeba" and root:
         from ..kernels.celeba_files import partition_counts
 

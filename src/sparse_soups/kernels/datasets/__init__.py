@@ -47,15 +47,20 @@ IDX_FILES = (
 
 @dataclass(frozen=True)
 class OfficialSplits:
-    """Train, validation and test (images, labels) as the dataset's authors split them, with
-    each image's group (an index into `group_names`) per split, for worst-group accuracy."""
+    """Train, validation and test (images, labels) as the dataset's authors split them.
+
+    `val` None: the dataset has no validation split with labels to spare (Cityscapes, whose
+    official validation split is the test set), so `data.validation_fraction` of the
+    training split is held out. `groups`: each image's group (an index into `group_names`)
+    per split, for worst-group accuracy. Labels may be masks (N, H, W) for segmentation."""
 
     train: tuple[torch.Tensor, torch.Tensor]
-    val: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor] | None
     test: tuple[torch.Tensor, torch.Tensor]
-    groups: Mapping[str, torch.Tensor]  # "train" | "val" | "test" -> int64 per image
-    group_names: tuple[str, ...]
     num_classes: int
+    groups: Mapping[str, torch.Tensor] = field(default_factory=dict)  # "train" | "val" | "test"
+    group_names: tuple[str, ...] = ()
+    class_names: tuple[str, ...] = ()
 
 
 class DataNotFoundError(FileNotFoundError):
