@@ -93,7 +93,7 @@ def make_celeba_dataset(
     size as in the real data."""
     from PIL import Image
 
-    from sparse_soups.kernels.celeba_files import ATTRIBUTES
+    from sparse_soups.kernels.dataset_files import ATTRIBUTES
 
     rng = np.random.default_rng(seed)
     folder = directory / "celeba"
@@ -157,6 +157,34 @@ def make_cityscapes_dataset(directory: Path, per_split: tuple[int, int] = (24, 8
             masks.mkdir(parents=True, exist_ok=True)
             Image.fromarray(pixels).save(images / f"{stem}_leftImg8bit.png")
             Image.fromarray(labels, mode="L").save(masks / f"{stem}_gtFine_labelIds.png")
+    return directory
+
+
+LEXICON = {
+    "das": "the", "haus": "house", "ist": "is", "groß": "big", "klein": "small", "der": "the",
+    "hund": "dog", "läuft": "runs", "schnell": "fast", "die": "the", "katze": "cat", "schläft": "sleeps",
+    "heute": "today", "hier": "here", "und": "and", "rot": "red", "blau": "blue", "auto": "car",
+    "fährt": "drives", "nicht": "not", "garten": "garden", "grün": "green", "alt": "old", "neu": "new",
+}  # fmt: skip
+
+
+def make_wmt16_dataset(
+    directory: Path, per_split: tuple[int, int, int] = (400, 40, 40), seed: int = 0
+) -> Path:
+    """WMT16's six plain-text files (train, newstest2015, newstest2016; .de and .en, one
+    sentence per line, UTF-8): German sentences of 3-6 words from a small lexicon and their
+    word-by-word English, capitalised and with a full stop, so a tiny model can learn them."""
+    rng = np.random.default_rng(seed)
+    words = list(LEXICON)
+    directory.mkdir(parents=True, exist_ok=True)
+    for stem, count in zip(("train", "newstest2015", "newstest2016"), per_split, strict=True):
+        german, english = [], []
+        for _ in range(count):
+            sentence = [words[i] for i in rng.integers(0, len(words), size=int(rng.integers(3, 7)))]
+            german.append(" ".join(sentence).capitalize() + ".")
+            english.append(" ".join(LEXICON[w] for w in sentence).capitalize() + ".")
+        (directory / f"{stem}.de").write_text("\n".join(german) + "\n", encoding="utf-8")
+        (directory / f"{stem}.en").write_text("\n".join(english) + "\n", encoding="utf-8")
     return directory
 
 

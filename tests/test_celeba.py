@@ -13,8 +13,8 @@ import torch
 import yaml
 
 from sparse_soups.config import DataSettings
-from sparse_soups.kernels.celeba_files import ATTRIBUTES
 from sparse_soups.kernels.data import DataError, DataNotFoundError, load_prepared, prepare_dataset
+from sparse_soups.kernels.dataset_files import ATTRIBUTES
 from sparse_soups.kernels.metrics import group_accuracy, worst_group_accuracy
 from sparse_soups.validation import config_problems
 from tests.conftest import REPO, make_celeba_dataset

@@ -202,6 +202,7 @@ def test_export_refuses_to_overwrite_its_checkpoint(run: tuple[Settings, Path], 
 def test_channels_and_classes_are_read_off_the_shapes(name: str, shape: tuple[int, int]) -> None:
     settings = ModelSettings(name=name, width=8, depth=10, widen=2)
     options = {key: getattr(settings, key) for key in MODELS.info(name).get("options", ())}
+    shape = (MODELS.info(name).get("in_channels") or shape[0], shape[1])
     with torch.device("meta"):
         state_dict = get_model(name, *shape, **options).state_dict()
     expected = {"in_channels": shape[0], "num_classes": shape[1], **options}

@@ -12,12 +12,13 @@ import yaml
 from sparse_soups.config import ModelSettings, Settings
 from sparse_soups.kernels.data import load_prepared, prepare_dataset
 from sparse_soups.kernels.models import build_model
-from tests.conftest import REPO, make_celeba_dataset, make_cityscapes_dataset
+from tests.conftest import REPO, make_celeba_dataset, make_cityscapes_dataset, make_wmt16_dataset
 
 PAPER_CONFIGS = sorted(
     p.name for p in (REPO / "config").glob("*.yaml") if p.name not in ("config.yaml", "smoke.yaml")
 )
-NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000, "celeba": 2, "cityscapes": 19}
+NUM_CLASSES = {"mnist": 10, "cifar10": 10, "cifar100": 100, "imagenet": 1000, "celeba": 2, "cityscapes": 19,
+               "wmt16_de_en": 400}  # fmt: skip
 
 
 def _local_config(name: str, directory: Path) -> dict:
@@ -29,6 +30,8 @@ def _local_config(name: str, directory: Path) -> dict:
             experiment["data"]["root"] = str(make_celeba_dataset(directory / "celeba", (130, 2, 2)))
         elif experiment["data"]["dataset"] == "cityscapes":
             experiment["data"]["root"] = str(make_cityscapes_dataset(directory / "cityscapes", (12, 2)))
+        elif experiment["data"]["dataset"] == "wmt16_de_en":
+            experiment["data"]["root"] = str(make_wmt16_dataset(directory / "wmt16", (140, 4, 4)))
         elif experiment["data"].get("root") or experiment["data"]["dataset"] == "imagenet":
             for split in ("train", "val"):
                 (directory / "data" / split).mkdir(parents=True, exist_ok=True)
@@ -75,7 +78,10 @@ def test_paper_config_builds_its_architecture(name: str) -> None:
     model = build_model(settings.model, channels, NUM_CLASSES[settings.data.dataset])
     size = 28 if channels == 1 else settings.data.image_size if settings.data.dataset == "celeba" else 32
     classes = NUM_CLASSES[settings.data.dataset]
-    if settings.data.dataset == "cityscapes":  # a class score per pixel
+    if settings.data.dataset == "wmt16_de_en":  # a score per target token
+        source, target = torch.full((2, 7), 5), torch.full((2, 4), 6)
+        assert model(source, target).shape == (2, 4, classes)
+    elif settings.data.dataset == "cityscapes":  # a class score per pixel
         assert model(torch.zeros(2, channels, size, 2 * size)).shape == (2, classes, size, 2 * size)
     else:
         assert model(torch.zeros(2, channels, size, size)).shape == (2, classes)

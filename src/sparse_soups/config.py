@@ -44,6 +44,9 @@ class DataSettings:
     loader_workers: int = 0  # streamed datasets: DataLoader worker processes decoding JPEGs
     target_attribute: str = "Blond_Hair"  # Celeb-A: the label
     group_attribute: str = "Male"  # Celeb-A: crossed with the label, the groups of worst-group accuracy
+    vocab_size: int = 32_000  # translation: the joint BPE vocabulary, trained when the data is prepared
+    max_length: int = 128  # translation: tokens per sentence (longer ones are truncated)
+    label_smoothing: float = 0.1  # translation: of the loss (part of the task, as in Vaswani et al.)
 
     def __post_init__(self) -> None:
         _expand_user(self, "root", "download_root")
@@ -79,8 +82,9 @@ class PretrainSettings:
     epochs: int = 20
     batch_size: int = 128
     lr: float = 0.1
-    momentum: float = 0.9
-    nesterov: bool = True
+    optimizer: str = "sgd"  # sgd (the paper's image tasks) | adamw (Transformers)
+    momentum: float = 0.9  # sgd
+    nesterov: bool = True  # sgd
     weight_decay: float = 5e-4
     schedule: str = "linear"  # linear | cosine | step | constant
     warmup_fraction: float = 0.0

@@ -110,9 +110,11 @@ def constructor_kwargs(model: ModelSettings, state_dict: dict[str, torch.Tensor]
     """The keyword arguments of `get_model(model.name, **kwargs)`. A checkpoint does not
     record the dataset's channels and classes, so they are read off its tensor shapes."""
     options = {key: getattr(model, key) for key in MODELS.info(model.name).get("options", ())}
-    base = _shapes(model.name, options, 1, 1)
-    in_channels = _solve(base, _shapes(model.name, options, 2, 1), state_dict)
-    num_classes = _solve(base, _shapes(model.name, options, 1, 2), state_dict)
+    fixed = MODELS.info(model.name).get("in_channels")  # models that take only one channel count
+    channels = fixed or 1
+    base = _shapes(model.name, options, channels, 1)
+    in_channels = fixed or _solve(base, _shapes(model.name, options, 2, 1), state_dict)
+    num_classes = _solve(base, _shapes(model.name, options, channels, 2), state_dict)
     if in_channels is None or num_classes is None:
         raise CheckpointError(f"the tensors' shapes do not fit model '{model.name}' with {options}")
     return {"in_channels": in_channels, "num_classes": num_classes, **options}

@@ -122,6 +122,12 @@ DATASETS.register(
     "cityscapes", f"{_K}.datasets.cityscapes:load_cityscapes", train_size=2_975, augmentation=(0, True, 0.0),
     streamed=False, task="segmentation",
 )  # fmt: skip
+# WMT16 German-English: translation; prepared into token ids and a tokenizer (kernels/datasets/
+# wmt16.py), newstest2015 as validation and newstest2016 as the test set.
+DATASETS.register(
+    "wmt16_de_en", f"{_K}.datasets.wmt16:prepare_wmt16", train_size=4_548_885, streamed=False,
+    task="translation", prepared=True, official_splits=True,
+)  # fmt: skip
 # Models: a factory (in_channels, num_classes, **options); `options` are the `model.*`
 # settings it takes, the others have published shapes.
 for _name, _factory, _options in (
@@ -137,12 +143,19 @@ for _name, _factory, _options in (
 ):
     MODELS.register(_name, f"{_K}.models:{_factory}", options=_options)
 # Segmentation models: logits per pixel, (N, classes, H, W); `task` must match the dataset's.
-for _name, _factory, _options in (
-    ("deeplabv3_resnet50", "deeplabv3_resnet50", ()),
-    ("fcn_resnet50", "fcn_resnet50", ()),
-    ("seg_cnn", "TinySegNet", ("width",)),
+# `in_channels`: the only number of input channels a model takes (torchvision's take 3).
+for _name, _factory, _options, _channels in (
+    ("deeplabv3_resnet50", "deeplabv3_resnet50", (), {"in_channels": 3}),
+    ("fcn_resnet50", "fcn_resnet50", (), {"in_channels": 3}),
+    ("seg_cnn", "TinySegNet", ("width",), {}),
 ):
-    MODELS.register(_name, f"{_K}.models:{_factory}", options=_options, task="segmentation")
+    MODELS.register(_name, f"{_K}.models:{_factory}", options=_options, task="segmentation", **_channels)
+# Translation: an encoder-decoder Transformer over token ids (kernels/translation.py); width is
+# d_model, depth the layers of encoder and decoder each; its inputs are token ids, no channels.
+MODELS.register(
+    "transformer", f"{_K}.models:transformer", options=("width", "depth", "dropout"), task="translation",
+    in_channels=1,
+)  # fmt: skip
 
 PLUGINS_VARIABLE = "SPARSE_SOUPS_PLUGINS"
 

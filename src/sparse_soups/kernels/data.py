@@ -31,7 +31,7 @@ from .datasets import DataNotFoundError as DataNotFoundError
 from .datasets import _stage_for_torchvision as _stage_for_torchvision
 from .datasets import find_raw_dir as find_raw_dir
 from .stopwatch import not_arithmetic
-from .tasks import CLASSIFICATION, TASKS, Classification, Segmentation
+from .tasks import CLASSIFICATION, TASKS, Classification, Segmentation, Translation
 
 if TYPE_CHECKING:
     from .datasets.imagenet import StreamedSplit
@@ -52,7 +52,8 @@ def prepare_dataset(settings: DataSettings, out: Path, min_train: int = 1) -> di
     """Split off a seeded validation set and save everything as uint8 tensors (ImageNet:
     the index of its files). Refuses splits without a validation image or with fewer
     than `min_train` (a batch) training images, naming the keys, before anything trains."""
-    if DATASETS.info(settings.dataset).get("streamed"):  # its loader returns the file index
+    info = DATASETS.info(settings.dataset)
+    if info.get("streamed") or info.get("prepared"):  # its loader returns the prepared data
         prepared = DATASETS.get(settings.dataset)(settings)
         _check_split(prepared, settings, min_train)
         atomic_torch_save(prepared, out)
@@ -144,13 +145,15 @@ class Split:
         labels: torch.Tensor,
         normalize: Callable[[torch.Tensor], torch.Tensor] | None = None,
         groups: torch.Tensor | None = None,
-        task: Classification | Segmentation = CLASSIFICATION,
+        task: Classification = CLASSIFICATION,
+        references: list[str] | None = None,
     ) -> None:
         self._images = images
         self._normalize = normalize
         self.labels = labels  # a class per image, or per pixel (segmentation masks)
         self.groups = groups  # each image's group (Dataset.group_names), where the data has them
         self.task = task  # how its predictions are scored (tasks.py)
+        self.references = references  # translation: each source's reference sentence, as text
 
     @property
     def images(self) -> torch.Tensor:
@@ -173,7 +176,8 @@ class Split:
     def head(self, fraction: float) -> Split:
         n = max(1, round(fraction * len(self)))
         groups = None if self.groups is None else self.groups[:n]
-        return Split(self._images[:n], self.labels[:n], self._normalize, groups, self.task)
+        references = None if self.references is None else self.references[:n]
+        return Split(self._images[:n], self.labels[:n], self._normalize, groups, self.task, references)
 
     def batches(
         self, batch_size: int, generator: torch.Generator | None = None
@@ -201,7 +205,7 @@ class Dataset:
     std: tuple[float, ...] = (1.0,)
     group_names: tuple[str, ...] = ()  # the groups of worst-group accuracy (Celeb-A), if any
     class_names: tuple[str, ...] = ()
-    task: Classification | Segmentation = CLASSIFICATION
+    task: Classification = CLASSIFICATION  # or a subclass: Segmentation, Translation
 
     @property
     def streamed(self) -> bool:
@@ -230,6 +234,9 @@ class Dataset:
         """One epoch of shuffled, augmented batches; `generator` fixes order and augmentation."""
         if self.streamed:  # RandomResizedCrop + flip, per image in the loader
             yield from self.train.batches(batch_size, generator, augment=True)
+            return
+        if isinstance(self.task, Translation):  # token ids: no augmentation
+            yield from self.train.batches(batch_size, generator)
             return
         for images, labels in self.train.batches(batch_size, generator):
             if isinstance(self.task, Segmentation):  # image and mask transformed together
@@ -266,6 +273,8 @@ def load_prepared(path: Path, settings: DataSettings, device: torch.device | str
 
         return Dataset(**imagenet.splits(raw, settings, torch.device(device)), num_classes=raw["num_classes"],
                        pad_value=0.0)  # fmt: skip
+    if raw.get("task") == "translation":
+        return _translation_dataset(raw, settings, device)
     train_images, train_labels = raw["train_images"], raw["train_labels"]
     if settings.train_subset is not None:  # the split is already shuffled: a prefix is random
         train_images, train_labels = (
@@ -297,6 +306,24 @@ def load_prepared(path: Path, settings: DataSettings, device: torch.device | str
         class_names=tuple(raw.get("class_names", ())),
         task=task,
     )
+
+
+def _translation_dataset(raw: dict, settings: DataSettings, device: torch.device | str) -> Dataset:
+    """Token ids as they are (no normalization or augmentation), the references for BLEU, and
+    the task holding the tokenizer the data was encoded with."""
+    task = Translation(raw["tokenizer"], raw["max_length"], settings.label_smoothing)
+    limit = settings.train_subset
+
+    def split(name: str) -> Split:
+        ids, labels = raw[f"{name}_images"], raw[f"{name}_labels"]
+        if name == "train" and limit is not None:  # shuffled when prepared: a prefix is random
+            ids, labels = ids[:limit], labels[:limit]
+        return Split(
+            ids.long().to(device), labels.long().to(device), None, None, task, raw.get(f"{name}_references")
+        )
+
+    return Dataset(train=split("train"), val=split("val"), test=split("test"), num_classes=raw["num_classes"],
+                   pad_value=0.0, task=task)  # fmt: skip
 
 
 def iterate_batches(

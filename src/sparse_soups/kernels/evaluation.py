@@ -31,7 +31,7 @@ from .metrics import (
 from .ood_sets import ood_corruptions
 from .pruning import sparsity
 from .stopwatch import arithmetic
-from .tasks import Segmentation, mean_iou, segmentation_metrics, task_of
+from .tasks import Segmentation, Translation, mean_iou, segmentation_metrics, task_of, translation_metrics
 
 Predict = Callable[[torch.Tensor], torch.Tensor]  # images -> logits (or log-probabilities)
 ECE_BINS = 15
@@ -43,6 +43,8 @@ def inference_model(model: nn.Module) -> nn.Module:
     and 1.45x faster to evaluate on CPU, where BatchNorm took a third of inference. A model
     that fx cannot trace is evaluated as it is."""
     model.eval()
+    if not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
+        return model  # nothing to fold (e.g. the Transformer, whose decoding needs its methods)
     try:
         return fuse(model, inplace=False)
     except Exception:  # any tracing failure just means no folding
@@ -85,8 +87,11 @@ def _accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 def score(predict: Predict, split: Split, batch_size: int) -> float:
     """The split's task's selection score: plain top-1 accuracy (not class-balanced) for
-    classification, mean IoU for segmentation (tasks.py)."""
+    classification, mean IoU for segmentation, BLEU / 100 for translation (tasks.py; there
+    `predict` is the model, which decodes)."""
     task = task_of(split)
+    if isinstance(task, Translation):
+        return task.bleu(predict, split, batch_size)[0] / 100
     if isinstance(task, Segmentation):
         return mean_iou(task.confusion(predict, split, batch_size, _num_classes(predict, split)))
     return _accuracy(collect_logits(predict, split, batch_size), split.labels)
@@ -114,6 +119,8 @@ def prediction_metrics(predict: Predict, dataset: Dataset, batch_size: int) -> d
     mIoU and pixel accuracy (tasks.py)."""
     if isinstance(dataset.task, Segmentation):
         return segmentation_metrics(predict, dataset, batch_size)
+    if isinstance(dataset.task, Translation):
+        return translation_metrics(predict, dataset, batch_size)
     test_logits = collect_logits(predict, dataset.test, batch_size)
     test_labels = dataset.test.labels.cpu()
     val_logits = collect_logits(predict, dataset.val, batch_size)
@@ -166,9 +173,12 @@ def ood_metrics(
 def cost_metrics(model: nn.Module, dataset: Dataset) -> dict[str, Any]:
     """Measured sparsity and theoretical multiply-adds per image, sparse and dense."""
     global_sparsity, layer_sparsity = sparsity(model)
-    shape = dataset.input_shape
-    flops = theoretical_flops(model, shape, sparse=True)
-    dense_flops = theoretical_flops(model, shape, sparse=False)
+    shape, example = dataset.input_shape, None
+    if isinstance(dataset.task, Translation):  # per sentence pair: the first test pair
+        sources, targets = dataset.test.images[:1], dataset.test.labels[:1]
+        example = dataset.task.forward(lambda *inputs: inputs, sources, targets)[0]
+    flops = theoretical_flops(model, shape, sparse=True, example=example)
+    dense_flops = theoretical_flops(model, shape, sparse=False, example=example)
     return {
         "sparsity": global_sparsity,
         "layer_sparsity": layer_sparsity,

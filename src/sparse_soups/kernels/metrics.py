@@ -83,24 +83,41 @@ def worst_group_accuracy(
     return float(accuracies[~accuracies.isnan()].min())
 
 
-def _layer_macs(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[nn.Module, int]]:
-    """Dense multiply-adds of each Conv2d / Linear for one input of `input_shape` (C, H, W)."""
-    counts: list[tuple[nn.Module, int]] = []
+def _layer_macs(
+    model: nn.Module, input_shape: Sequence[int], example: tuple[torch.Tensor, ...] | None = None
+) -> list[tuple[torch.Tensor, int]]:
+    """Dense multiply-adds of each Conv2d / Linear weight for one input of `input_shape`
+    (C, H, W), or for `example` (the inputs of one item, e.g. a sentence pair). Attention
+    (nn.MultiheadAttention, which uses its projection weights without calling them as
+    modules) counts its input and output projections; the attention products themselves,
+    like BN, ReLU and pooling, are not counted."""
+    counts: list[tuple[torch.Tensor, int]] = []
 
-    def hook(module: nn.Module, _inputs: tuple, output: torch.Tensor) -> None:
-        weight = module.weight
-        if isinstance(module, nn.Conv2d):  # each output element costs (C_in / groups) * kh * kw MACs
-            counts.append((module, output[0].numel() * weight[0].numel()))
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        if isinstance(module, nn.MultiheadAttention):
+            query, key = args[0], args[1]
+            axis = 1 if module.batch_first else 0
+            tokens_q, tokens_k, width = query.shape[axis], key.shape[axis], module.embed_dim
+            if module.in_proj_weight is not None:
+                weight = module.in_proj_weight
+                counts.append((weight[:width], tokens_q * width * width))
+                counts.append((weight[width:], 2 * tokens_k * width * width))
+            counts.append((module.out_proj.weight, tokens_q * width * width))
+        elif isinstance(module, nn.Conv2d):  # each output element costs (C_in / groups) * kh * kw MACs
+            counts.append((module.weight, output[0].numel() * module.weight[0].numel()))
         else:  # Linear: every output element costs in_features MACs
-            counts.append((module, output[0].numel() * weight.shape[1]))
+            counts.append((module.weight, output[0].numel() * module.weight.shape[1]))
 
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, nn.Conv2d | nn.Linear)]
+    kinds = nn.Conv2d | nn.Linear | nn.MultiheadAttention
+    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, kinds)]
     was_training = model.training
     try:
         model.eval()
         with torch.no_grad():
             parameter = next(model.parameters())
-            model(torch.zeros(1, *input_shape, device=parameter.device, dtype=parameter.dtype))
+            if example is None:
+                example = (torch.zeros(1, *input_shape, device=parameter.device, dtype=parameter.dtype),)
+            model(*example)
     finally:
         model.train(was_training)
         for handle in handles:
@@ -108,15 +125,18 @@ def _layer_macs(model: nn.Module, input_shape: Sequence[int]) -> list[tuple[nn.M
     return counts
 
 
-def theoretical_flops(model: nn.Module, input_shape: Sequence[int], sparse: bool = True) -> int:
-    """Multiply-adds of the Conv2d and Linear layers for one input (BN, ReLU, pooling ignored).
+def theoretical_flops(
+    model: nn.Module, input_shape: Sequence[int], sparse: bool = True, example: tuple | None = None
+) -> int:
+    """Multiply-adds of the Conv2d, Linear and attention projection weights for one input
+    (BN, ReLU, pooling and the attention products ignored).
 
     With `sparse`, each layer's count is scaled by its weight density (nonzeros / size), the
     theoretical cost of a sparse kernel that skips zero weights, as in the pruning literature.
     """
     total = 0.0
-    for module, macs in _layer_macs(model, input_shape):
-        density = float((module.weight != 0).sum()) / module.weight.numel() if sparse else 1.0
+    for weight, macs in _layer_macs(model, input_shape, example):
+        density = float((weight != 0).sum()) / weight.numel() if sparse else 1.0
         total += macs * density
     return round(total)
 

@@ -292,3 +292,17 @@ class TinySegNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.classifier(self.features(x))
         return nn.functional.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def transformer(in_channels: int = 1, num_classes: int = 32_000, width: int = 512, depth: int = 6,
+                dropout: float = 0.1) -> nn.Module:  # fmt: skip
+    """The encoder-decoder Transformer for translation (kernels/translation.py) with
+    `num_classes` tokens, d_model `width` (heads of 64 dimensions, feed-forward 4 x width) and
+    `depth` encoder and decoder layers; Transformer-base is width 512, depth 6. `in_channels`
+    is unused: its inputs are token ids."""
+    from .translation import transformer_translator
+
+    return transformer_translator(
+        num_classes, d_model=width, heads=max(1, width // 64), encoder_layers=depth, decoder_layers=depth,
+        feedforward=4 * width, dropout=dropout,
+    )  # fmt: skip

@@ -46,6 +46,18 @@ def make_reproducible(threads: int) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def make_optimizer(model: nn.Module, optim: PretrainSettings, peak_lr: float) -> torch.optim.Optimizer:
+    """SGD with momentum (the paper's image tasks) or AdamW with the Transformer's betas."""
+    if optim.optimizer == "adamw":
+        return torch.optim.AdamW(
+            model.parameters(), lr=peak_lr, betas=(0.9, 0.98), weight_decay=optim.weight_decay
+        )
+    return torch.optim.SGD(
+        model.parameters(), lr=peak_lr, momentum=optim.momentum, nesterov=optim.nesterov,
+        weight_decay=optim.weight_decay,
+    )  # fmt: skip
+
+
 @dataclass
 class TrainResult:
     steps: int
@@ -76,13 +88,7 @@ def train(
     records the run (history.py); by default, once per epoch, without validation."""
     monitor = monitor or Monitor(None, optim.batch_size)
     generator = torch.Generator().manual_seed(seed)
-    optimizer = torch.optim.SGD(
-        model.parameters(),
-        lr=peak_lr,
-        momentum=optim.momentum,
-        nesterov=optim.nesterov,
-        weight_decay=optim.weight_decay,
-    )
+    optimizer = make_optimizer(model, optim, peak_lr)
     steps_per_epoch = math.ceil(len(dataset.train) / optim.batch_size)
     total = epochs * steps_per_epoch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: schedule(step, total))
@@ -97,8 +103,10 @@ def train(
     running = _Running(dataset.device)
     for _epoch in range(epochs):
         for images, labels in dataset.training_batches(optim.batch_size, generator, augment):
+            if images.dim() == 4:  # image batches; token ids (translation) stay as they are
+                images = images.contiguous(memory_format=memory_format)
             with autocast:
-                logits = forward(images.contiguous(memory_format=memory_format))
+                logits, labels = dataset.task.forward(forward, images, labels)
                 loss = dataset.task.loss(logits, labels)
             if not torch.isfinite(loss):
                 raise DivergenceError(f"loss is {loss.item()} at step {step} of {total}")

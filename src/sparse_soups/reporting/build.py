@@ -35,25 +35,28 @@ def available_parts(
 
 
 def headline(results: pd.DataFrame) -> tuple[str, str]:
-    """The task's headline metric and its name: mIoU for segmentation, else accuracy."""
-    if "test_miou" in results and results.test_miou.notna().any():
-        return "test_miou", "mIoU"
-    return "test_accuracy", "accuracy"
+    """The task's headline metric and how tables name it (all are shown x 100): mIoU (%)
+    for segmentation, BLEU for translation, else accuracy (%)."""
+    for metric, label in (("test_miou", "mIoU (%)"), ("test_bleu", "BLEU")):
+        if metric in results and results[metric].notna().any():
+            return metric, label
+    return "test_accuracy", "accuracy (%)"
 
 
 def _main(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
     paths = {"results.csv": out / "results.csv"}
     results.drop(columns=list(NESTED)).to_csv(paths["results.csv"], index=False)
     metric, label = headline(results)
-    paths |= tables.write_table(tables.phase_table(results, metric, "table", f"Test {label} (%)"), out)
+    paths |= tables.write_table(tables.phase_table(results, metric, "table", f"Test {label}"), out)
     ece = tables.phase_table(results, "ece", "ece", "ECE (%, 15 bins, lower is better)", higher=False)
     paths |= tables.write_table(ece, out)
     mce = tables.phase_table(results, "mce", "mce", "MCE (%, 15 bins, lower is better)", higher=False)
     paths |= tables.write_table(mce, out)
     paths |= claims.write_claims(claims.claims_table(results), out)
-    paths |= figures.metric_vs_sparsity(results, metric, f"test {label} (%)", out, "accuracy_vs_sparsity")
-    paths |= figures.soup_gain(results, out, metric, label)
-    return paths | figures.ingredients_figure(results, ingredients, out, metric, label)
+    paths |= figures.metric_vs_sparsity(results, metric, f"test {label}", out, "accuracy_vs_sparsity")
+    name = label.removesuffix(" (%)")
+    paths |= figures.soup_gain(results, out, metric, name)
+    return paths | figures.ingredients_figure(results, ingredients, out, metric, name)
 
 
 def _ood(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:

@@ -30,6 +30,7 @@ METRICS = {
     "ood_accuracy": "OOD accuracy",
     "worst_group_accuracy": "worst-group accuracy",  # data with groups (Celeb-A)
     "test_miou": "mIoU",  # segmentation (Cityscapes)
+    "test_bleu": "BLEU",  # translation (WMT16)
 }
 COLUMNS = [
     "experiment", "metric", "phase", "sparsity", "claim", "method", "reference",

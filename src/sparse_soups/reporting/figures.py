@@ -168,7 +168,7 @@ def ingredients_figure(
         sparsity = own.groupby("phase").sparsity.mean()
         ax.set_xticks(phases, [f"{p}\n({100 * sparsity[p]:.1f}%)" for p in phases])
         ax.set_xlabel("phase (sparsity)")
-        ax.set_ylabel(f"test {label} (%)")
+        ax.set_ylabel(f"test {label}" + ("" if label == "BLEU" else " (%)"))
         ax.set_title(f"SMS {chain}: ingredients and soup")
         ax.legend(fontsize="small")
     fig.suptitle(f"{experiment}: every seed's ingredients and soups")

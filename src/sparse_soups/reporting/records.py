@@ -27,7 +27,8 @@ ENSEMBLE_ROW = "Prediction ensemble (not sparse)"
 # Scalar metrics carried into the tables; any of them may be absent from a file.
 METRICS = (
     "test_accuracy", "validation_accuracy", "sparsity", "ece", "mce", "worst_class_accuracy",
-    "ood_accuracy", "worst_group_accuracy", "test_miou", "validation_miou", "budget_epochs",
+    "ood_accuracy", "worst_group_accuracy", "test_miou", "validation_miou", "test_bleu",
+    "validation_bleu", "budget_epochs",
 )  # fmt: skip
 NESTED = ("ood", "groups")  # per-cell metrics: corruption -> severity -> accuracy; group -> accuracy
 # Recipe fields an ingredient may vary in (`soup.vary`), as the checkpoint meta records them.

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .experiment import MAX_RETRAINS, experiment_problems, split_sizes, training_set_size, with_defaults
+from .datasets import training_set_size
+from .experiment import MAX_RETRAINS, experiment_problems, split_sizes, with_defaults
 from .files import OVERRIDE_HINT, config_file_problems, typed_overrides
 from .schema import load_schema, schema_errors
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from ..celeba_files import FOLDER, IMAGES, TEXT_FILES, missing_files
+from ..dataset_files import FOLDER, IMAGES, TEXT_FILES, missing_files
 from . import DataError, DataNotFoundError, OfficialSplits
 
 if TYPE_CHECKING:

@@ -1,5 +1,6 @@
-"""Celeb-A's files as torchvision lays them out, without torch: the config checks in
-Snakemake's own process read these before any job starts."""
+"""The official file layouts of datasets that are never downloaded (Celeb-A as torchvision
+lays it out, WMT16 as plain parallel text), without torch: the config checks in Snakemake's
+own process read these before any job starts."""
 
 from __future__ import annotations
 
@@ -41,3 +42,26 @@ def partition_counts(root: Path) -> dict[int, int]:
             if len(fields) == 2 and fields[1] in ("0", "1", "2"):
                 counts[int(fields[1])] += 1
     return counts
+
+
+# WMT16 German-English as plain parallel text, one sentence per line: the training corpus,
+# newstest2015 (validation) and newstest2016 (the test set), as statmt and sacrebleu ship them.
+WMT16_FILES = {
+    "train": ("train.de", "train.en"),
+    "val": ("newstest2015.de", "newstest2015.en"),
+    "test": ("newstest2016.de", "newstest2016.en"),
+}
+
+
+def wmt16_missing_files(root: Path) -> list[Path]:
+    return [
+        Path(root) / name
+        for pair in WMT16_FILES.values()
+        for name in pair
+        if not (Path(root) / name).is_file()
+    ]
+
+
+def line_count(path: Path) -> int:
+    with open(path, "rb") as handle:
+        return sum(1 for _ in handle)
