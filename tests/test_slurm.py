@@ -85,8 +85,10 @@ def runs(cluster: SlurmCluster, smoke_run, smoke_idx: Path, tmp_path_factory: py
         "--default-resources", f"slurm_partition={cluster.partition}",
         "--slurm-no-account",
         "--slurm-status-command", "squeue",
-        # ... and how often to poll squeue (default 40 s; this cluster answers at once).
+        # ... and how often to poll squeue (default 40 s before the first check, then every
+        # 10 s; this cluster answers at once, and each job waited a poll to be seen finished).
         "--slurm-init-seconds-before-status-checks", "2",
+        "--seconds-between-status-checks", "2",
     ]  # fmt: skip
     dry = subprocess.run(
         _snakemake(slurm_dir, *profile_overrides, "-n"), env=env, capture_output=True, text=True, check=False
