@@ -188,6 +188,17 @@ def make_wmt16_dataset(
     return directory
 
 
+def run_smoke_config(name: str, data_root: Path, directory: Path) -> Path:
+    """config/<name>.yaml (one experiment, also called <name>) with its data read from
+    `data_root`, run through Snakemake in `directory`; the experiment's report directory."""
+    config = yaml.safe_load((REPO / "config" / f"{name}.yaml").read_text())
+    config["experiments"][name]["data"]["root"] = str(data_root)
+    (directory / "smoke.yaml").write_text(yaml.safe_dump(config))
+    run = smoke_snakemake(directory)
+    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
+    return directory / "results" / name / "report"
+
+
 def write_smoke_config(directory: Path, idx_dir: Path) -> Path:
     """config/smoke.yaml with its data read from `idx_dir`, as `directory`/smoke.yaml."""
     config = yaml.safe_load((REPO / "config" / "smoke.yaml").read_text())

@@ -4,7 +4,6 @@ bad files and settings named before anything trains, and the whole DAG through S
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -17,7 +16,7 @@ from sparse_soups.kernels.data import DataError, DataNotFoundError, load_prepare
 from sparse_soups.kernels.dataset_files import ATTRIBUTES
 from sparse_soups.kernels.metrics import group_accuracy, worst_group_accuracy
 from sparse_soups.validation import config_problems
-from tests.conftest import REPO, make_celeba_dataset
+from tests.conftest import REPO, make_celeba_dataset, run_smoke_config
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 PER_SPLIT = (160, 60, 80)
@@ -144,16 +143,7 @@ def test_schema_lists_exactly_the_40_attributes() -> None:
 
 
 def test_smoke_celeba_runs_end_to_end_with_worst_group_rows(celeba_root: Path, tmp_path: Path) -> None:
-    config = yaml.safe_load((REPO / "config" / "smoke_celeba.yaml").read_text())
-    config["experiments"]["smoke_celeba"]["data"]["root"] = str(celeba_root)
-    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(config))
-    run = subprocess.run(
-        ["snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
-         str(tmp_path / "smoke.yaml"), "--cores", "2"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    report = tmp_path / "results" / "smoke_celeba" / "report"
+    report = run_smoke_config("smoke_celeba", celeba_root, tmp_path)
     table = pd.read_csv(report / "worst_group.csv").set_index("method")
     for row in (
         "IMP",

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from sparse_soups.config import DataSettings
 from sparse_soups.kernels.augment import augment_segmentation
@@ -20,7 +18,7 @@ from sparse_soups.kernels.data import DataError, DataNotFoundError, load_prepare
 from sparse_soups.kernels.models import get_model
 from sparse_soups.kernels.tasks import Segmentation, iou_per_class, mean_iou, pixel_accuracy
 from sparse_soups.validation import config_problems
-from tests.conftest import REPO, make_cityscapes_dataset
+from tests.conftest import REPO, make_cityscapes_dataset, run_smoke_config
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 ROAD, SKY, CAR, IGNORE = 0, 10, 13, 255  # train ids of label ids 7, 23, 26; 0 is unlabelled
@@ -148,16 +146,7 @@ def test_bad_settings_are_config_errors_naming_the_key(cityscapes_root: Path, tm
 
 
 def test_smoke_cityscapes_runs_end_to_end_with_miou_tables(cityscapes_root: Path, tmp_path: Path) -> None:
-    config = yaml.safe_load((REPO / "config" / "smoke_cityscapes.yaml").read_text())
-    config["experiments"]["smoke_cityscapes"]["data"]["root"] = str(cityscapes_root)
-    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(config))
-    run = subprocess.run(
-        ["snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
-         str(tmp_path / "smoke.yaml"), "--cores", "2"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    report = tmp_path / "results" / "smoke_cityscapes" / "report"
+    report = run_smoke_config("smoke_cityscapes", cityscapes_root, tmp_path)
     table = pd.read_csv(report / "table.csv").set_index("method")
     rows = (
         "IMP",

@@ -5,13 +5,11 @@ settings named before anything trains, and the whole DAG through Snakemake with 
 from __future__ import annotations
 
 import json
-import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
-import yaml
 
 from sparse_soups.config import DataSettings
 from sparse_soups.kernels.data import DataNotFoundError, load_prepared, prepare_dataset
@@ -20,7 +18,7 @@ from sparse_soups.kernels.models import get_model
 from sparse_soups.kernels.tasks import Translation
 from sparse_soups.kernels.translation import EOS, PAD
 from sparse_soups.validation import config_problems
-from tests.conftest import REPO, make_wmt16_dataset
+from tests.conftest import REPO, make_wmt16_dataset, run_smoke_config
 
 SCHEMA = REPO / "workflow" / "schemas" / "config.schema.yaml"
 
@@ -94,16 +92,7 @@ def test_bad_files_and_settings_are_named(wmt16_root: Path, tmp_path: Path) -> N
 
 
 def test_smoke_wmt16_runs_end_to_end_with_bleu_tables(wmt16_root: Path, tmp_path: Path) -> None:
-    config = yaml.safe_load((REPO / "config" / "smoke_wmt16.yaml").read_text())
-    config["experiments"]["smoke_wmt16"]["data"]["root"] = str(wmt16_root)
-    (tmp_path / "smoke.yaml").write_text(yaml.safe_dump(config))
-    run = subprocess.run(
-        ["snakemake", "--snakefile", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile",
-         str(tmp_path / "smoke.yaml"), "--cores", "2"],
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
-    assert run.returncode == 0, (run.stdout + run.stderr)[-3000:]
-    report = tmp_path / "results" / "smoke_wmt16" / "report"
+    report = run_smoke_config("smoke_wmt16", wmt16_root, tmp_path)
     table = pd.read_csv(report / "table.csv").set_index("method")
     for row in ("Dense", "IMP", "IMP (m x budget)", "SMS uniform", "Mean ingredient (SMS uniform)"):
         phase = "phase0" if row == "Dense" else "phase2"

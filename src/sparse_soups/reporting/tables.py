@@ -92,16 +92,25 @@ def _budget_text(value: float | None) -> str:
     return "" if value is None or np.isnan(value) else f"{value:.3g}"
 
 
+def _final_phase_cells(
+    per_seed: pd.DataFrame, final: pd.DataFrame, metric: str, column: str, name: str
+) -> pd.DataFrame:
+    """Per-seed accuracies of one kind of column (a group, a corruption), with the metric
+    that sums them up (`metric`: worst group, mean over corruptions) as one more column."""
+    summary = final.dropna(subset=[metric])[["seed", "method", metric]]
+    summary = summary.rename(columns={metric: "accuracy"}).assign(**{column: name})
+    data = pd.concat([per_seed, summary], ignore_index=True)
+    headers = {c: c.replace("_", " ") for c in data[column].unique()}
+    return summarise(data, "accuracy", "method", column, headers)
+
+
 def group_table(results: pd.DataFrame) -> Table:
     """Methods x groups of the final phase (test accuracy within each group), plus the worst."""
     experiment = str(results.experiment.iloc[0])
     final = results[results.phase == results.phase.max()]
     cells = group_cells(final)
-    worst = final.dropna(subset=["worst_group_accuracy"])[["seed", "method", "worst_group_accuracy"]]
-    worst = worst.rename(columns={"worst_group_accuracy": "accuracy"}).assign(group="worst group")
-    data = pd.concat([cells[["seed", "method", "group", "accuracy"]], worst], ignore_index=True)
-    headers = {g: g.replace("_", " ") for g in data.group.unique()}
-    table_cells = summarise(data, "accuracy", "method", "group", headers)
+    per_seed = cells[["seed", "method", "group", "accuracy"]]
+    table_cells = _final_phase_cells(per_seed, final, "worst_group_accuracy", "group", "worst group")
     seeds = int(table_cells.seeds.max()) if not table_cells.empty else 0
     what = f"Test accuracy (%) per group, phase {int(final.phase.max())}"
     note = "" if not cells.empty else f"No per-group metrics in the metrics files of {experiment}."
@@ -115,11 +124,7 @@ def corruption_table(results: pd.DataFrame) -> Table:
     final = results[results.phase == results.phase.max()]
     cells = ood_cells(final)
     per_seed = cells.groupby(["seed", "method", "corruption"], sort=False).accuracy.mean().reset_index()
-    overall = final.dropna(subset=["ood_accuracy"])[["seed", "method", "ood_accuracy"]]
-    overall = overall.rename(columns={"ood_accuracy": "accuracy"}).assign(corruption="mean")
-    data = pd.concat([per_seed, overall], ignore_index=True)
-    headers = {c: c.replace("_", " ") for c in data.corruption.unique()}
-    table_cells = summarise(data, "accuracy", "method", "corruption", headers)
+    table_cells = _final_phase_cells(per_seed, final, "ood_accuracy", "corruption", "mean")
     seeds = int(table_cells.seeds.max()) if not table_cells.empty else 0
     what = f"OOD accuracy (%) per corruption, phase {int(final.phase.max())}, mean over severities"
     note = "" if not cells.empty else f"No per-corruption OOD metrics in the metrics files of {experiment}."
