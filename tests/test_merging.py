@@ -1,0 +1,91 @@
+"""The merging operators on hand-made cases, and the invariant SMS rests on: a weight outside
+the ingredients' shared mask stays exactly zero whatever the operator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from sparse_soups.kernels.merging import (
+    dare_merge,
+    fisher_merge,
+    mean_pairwise_cosine,
+    model_stock,
+    model_stock_ratio,
+    ties_merge,
+)
+
+
+def _one(values: list[float]) -> dict[str, torch.Tensor]:
+    return {"w": torch.tensor(values)}
+
+
+def test_ties_trims_elects_signs_and_averages_the_agreeing_updates() -> None:
+    base = _one([0.0, 0.0, 0.0, 0.0])
+    # density 0.5 keeps each update's two largest entries: [3, ., ., 2], [., 4, ., -3], [-1.5, -2, ., .];
+    # summed signs (+, +, 0, -); the agreeing kept entries average to 3, 4, nothing, -3.
+    ingredients = [_one([3.0, -1.0, 0.5, 2.0]), _one([2.0, 4.0, -0.2, -3.0]), _one([-1.5, -2.0, 0.1, 1.0])]
+    merged = ties_merge(ingredients, base, density=0.5, scale=1.0)["w"]
+    assert merged.tolist() == [3.0, 4.0, 0.0, -3.0]
+    shifted = ties_merge([{"w": v["w"] + 1} for v in ingredients], _one([1.0] * 4), density=0.5, scale=0.5)
+    assert shifted["w"].tolist() == [2.5, 3.0, 1.0, -0.5]  # theta_0 + scale * merged
+
+
+def test_dare_is_the_uniform_soup_in_expectation() -> None:
+    generator = torch.Generator().manual_seed(0)
+    base = {"w": torch.randn(50)}
+    ingredients = [{"w": base["w"] + torch.randn(50)} for _ in range(3)]
+    uniform = torch.stack([i["w"] for i in ingredients]).mean(0)
+    draws = torch.stack([dare_merge(ingredients, base, 0.7, generator)["w"] for _ in range(4000)])
+    standard_error = draws.std(0) / len(draws) ** 0.5
+    assert bool(((draws.mean(0) - uniform).abs() <= 5 * standard_error).all())  # within 5 s.e. everywhere
+    assert (draws[0] - uniform).abs().max() > 10 * standard_error.max()  # one draw is far from the mean
+    again = dare_merge(ingredients, base, 0.7, torch.Generator().manual_seed(5))["w"]
+    assert torch.equal(again, dare_merge(ingredients, base, 0.7, torch.Generator().manual_seed(5))["w"])
+
+
+def test_model_stock_ratio_for_orthogonal_identical_and_partial_updates() -> None:
+    assert model_stock_ratio(2, 0.0) == 0.0 and model_stock_ratio(2, 1.0) == 1.0
+    assert model_stock_ratio(2, 0.5) == pytest.approx(2 / 3)
+    assert model_stock_ratio(3, -0.2) == 0.0
+    base = _one([1.0, 1.0])
+    orthogonal = [_one([2.0, 1.0]), _one([1.0, 2.0])]  # updates (1, 0) and (0, 1)
+    merged, ratios = model_stock(orthogonal, base)
+    assert mean_pairwise_cosine(torch.tensor([[1.0, 0.0], [0.0, 1.0]])) == 0.0
+    assert ratios == {"w": 0.0} and merged["w"].tolist() == [1.0, 1.0]  # stays at theta_0
+    same = [_one([2.0, 3.0]), _one([2.0, 3.0])]
+    assert model_stock(same, base)[0]["w"].tolist() == [2.0, 3.0]  # the mean
+
+
+def test_fisher_merge_weights_each_entry_by_its_fisher() -> None:
+    ingredients = [_one([1.0, 1.0, 1.0]), _one([3.0, 3.0, 3.0])]
+    fishers = [_one([3.0, 1.0, 0.0]), _one([1.0, 1.0, 0.0])]
+    merged = fisher_merge(ingredients, fishers)["w"]
+    assert merged.tolist() == [1.5, 2.0, 2.0]  # (3 + 3) / 4, equal weights, all-zero: the mean
+
+
+def test_every_operator_keeps_the_shared_mask() -> None:
+    torch.manual_seed(0)
+    mask = torch.rand(8, 8) > 0.7
+    base = {"w": torch.randn(8, 8) * mask, "bn.num_batches_tracked": torch.tensor(3)}
+    ingredients = [{"w": (base["w"] + torch.randn(8, 8)) * mask, "bn.num_batches_tracked": torch.tensor(4)}
+                   for _ in range(3)]  # fmt: skip
+    fishers = [{"w": torch.rand(8, 8)} for _ in range(3)]
+    merges = {
+        "model_stock": model_stock(ingredients, base)[0],
+        "ties": ties_merge(ingredients, base, density=0.3),
+        "dare": dare_merge(ingredients, base, 0.5, torch.Generator().manual_seed(1)),
+        "fisher": fisher_merge(ingredients, fishers),
+    }
+    for name, merged in merges.items():
+        assert bool((merged["w"][~mask] == 0).all()), name
+        assert bool((merged["w"][mask] != 0).any()), name
+        assert merged["bn.num_batches_tracked"].item() == 4, name
+
+
+def test_bad_operator_parameters_are_refused() -> None:
+    one = [_one([1.0])]
+    with pytest.raises(ValueError, match="density"):
+        ties_merge(one, _one([0.0]), density=0.0)
+    with pytest.raises(ValueError, match="drop rate"):
+        dare_merge(one, _one([0.0]), 1.0, torch.Generator())
