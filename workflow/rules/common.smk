@@ -3,6 +3,7 @@
 import copy
 import os
 import threading
+import sys
 from types import SimpleNamespace
 
 from sparse_soups import layout, plan
@@ -37,13 +38,22 @@ _SCHEMA = workflow.current_basedir.join(
 SCHEMA = os.fspath(_SCHEMA) if BASEDIR else workflow.sourcecache.get_path(_SCHEMA)
 _problems = [
     *config_file_problems(workflow.configfiles),
-    *config_problems(config, SCHEMA),
+    *config_problems(config, SCHEMA, files=False),
 ]
 if _problems:
     raise WorkflowError(
         "Invalid config:\n  " + "\n  ".join(_problems) + "\n" + OVERRIDE_HINT
     )
 validate(config, SCHEMA)
+# Whether the data the config names exists: a dry run plans without it (the warning says
+# what a run would stop at); a run checks it in `onstart`, before its first job.
+MISSING_DATA = config_problems(config, SCHEMA)
+if MISSING_DATA:
+    print(
+        "Data not found (a run stops here before its first job; a dry run plans anyway):\n  "
+        + "\n  ".join(MISSING_DATA),
+        file=sys.stderr,
+    )
 
 # The warm worker (worker.py): local jobs fork from a process with torch imported.
 # Only with this checkout's client (SRC); used as a module, the onstart below is not run.
@@ -51,6 +61,10 @@ WARM_START = config["warm_start"] and workflow.local_exec and SRC is not None
 
 
 onstart:
+    if MISSING_DATA:
+        raise WorkflowError(
+            "Invalid config:\n  " + "\n  ".join(MISSING_DATA) + "\n" + OVERRIDE_HINT
+        )
     if WARM_START:
         from sparse_soups import worker
 

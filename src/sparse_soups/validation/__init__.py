@@ -31,8 +31,10 @@ def name_problems(experiments: dict[Any, Any]) -> list[str]:
     ]
 
 
-def config_problems(config: dict[str, Any], schema_path: str | Path) -> list[str]:
-    """Every problem of a workflow config, one line each, naming the key and its value.
+def config_problems(config: dict[str, Any], schema_path: str | Path, files: bool = True) -> list[str]:
+    """Every problem of a workflow config, one line each, naming the key and its value;
+    without `files`, all but whether the data files it names exist (a dry run plans
+    without them; a run checks them before its first job: workflow/rules/common.smk).
 
     Checks the JSON schema (types, ranges, known names, no unknown keys), then the rules
     it cannot express, each only on sections whose types the schema has confirmed, so a
@@ -52,5 +54,5 @@ def config_problems(config: dict[str, Any], schema_path: str | Path) -> list[str
         if isinstance(experiment, dict):
             own = [path for path, _ in errors if path[:2] == ("experiments", name)]
             dirty = {path[2] if len(path) > 2 else None for path in own}
-            problems += experiment_problems(name, experiment, dirty)
+            problems += experiment_problems(name, experiment, dirty, files)
     return problems

@@ -12,12 +12,22 @@ from typing import Any
 from ..registry import DATASETS, MODELS
 
 
-def dataset_problems(key: str, data: dict[str, Any]) -> list[str]:
-    """The per-dataset file and setting checks of `data`."""
-    return _imagenet_problems(key, data) + _celeba_problems(key, data) + _cityscapes_problems(key, data)
+def dataset_problems(key: str, data: dict[str, Any], files: bool = True) -> list[str]:
+    """The per-dataset setting checks of `data` and, with `files`, whether its files exist."""
+    return (
+        _imagenet_problems(key, data, files) + _celeba_problems(key, data, files)
+        + _cityscapes_problems(key, data, files)
+    )  # fmt: skip
 
 
-def _imagenet_problems(key: str, data: dict[str, Any]) -> list[str]:
+def _present(root: str, files: bool) -> Path | None:
+    """`root`, expanded, when its files are to be checked and it is a directory (a missing
+    one is named once, by the generic `data.root` check)."""
+    path = Path(root).expanduser()
+    return path if files and path.is_dir() else None
+
+
+def _imagenet_problems(key: str, data: dict[str, Any], files: bool) -> list[str]:
     """ImageNet is never downloaded: its ImageFolder root must hold train/ and val/."""
     if data["dataset"] != "imagenet":
         return []
@@ -25,16 +35,17 @@ def _imagenet_problems(key: str, data: dict[str, Any]) -> list[str]:
     if not isinstance(root, str):
         return [f"{key}.data.root: imagenet needs the directory holding train/ and val/ "
                 "(ImageFolder layout), got null"]  # fmt: skip
-    if not Path(root).expanduser().is_dir():
-        return []  # named once, as a missing directory, by _root_problems
-    missing = [folder for folder in ("train", "val") if not (Path(root).expanduser() / folder).is_dir()]
+    where = _present(root, files)
+    if where is None:
+        return []
+    missing = [folder for folder in ("train", "val") if not (where / folder).is_dir()]
     return [f"{key}.data.root: '{root}' lacks {part}/ (ImageFolder layout)" for part in missing]
 
 
 CITYSCAPES_FOLDERS = ("leftImg8bit/train", "leftImg8bit/val", "gtFine/train", "gtFine/val")
 
 
-def _cityscapes_problems(key: str, data: dict[str, Any]) -> list[str]:
+def _cityscapes_problems(key: str, data: dict[str, Any], files: bool) -> list[str]:
     """Cityscapes is never downloaded (it needs a login): root must hold the unpacked
     official archives; the augmentation's scale range must be a range."""
     if data["dataset"] != "cityscapes":
@@ -49,13 +60,13 @@ def _cityscapes_problems(key: str, data: dict[str, Any]) -> list[str]:
             *found,
             f"{key}.data.root: cityscapes needs the directory holding leftImg8bit/ and gtFine/, got null",
         ]
-    if Path(root).expanduser().is_dir():  # else named once, as a missing directory
-        lacking = [f for f in CITYSCAPES_FOLDERS if not (Path(root).expanduser() / f).is_dir()]
+    if (where := _present(root, files)) is not None:
+        lacking = [f for f in CITYSCAPES_FOLDERS if not (where / f).is_dir()]
         found += [f"{key}.data.root: '{root}' lacks {folder}/" for folder in lacking]
     return found
 
 
-def task_problems(key: str, experiment: dict[str, Any]) -> list[str]:
+def task_problems(key: str, experiment: dict[str, Any], files: bool = True) -> list[str]:
     """The model must produce what the dataset's task scores (a class per image, or per
     pixel), and segmentation has no corrupted test set here."""
     dataset, model = experiment["data"]["dataset"], experiment["model"]["name"]
@@ -78,11 +89,11 @@ def task_problems(key: str, experiment: dict[str, Any]) -> list[str]:
             "set baselines.ensemble: false"
         )
     if task == "translation":
-        found += _wmt16_problems(key, experiment["data"])
+        found += _wmt16_problems(key, experiment["data"], files)
     return found
 
 
-def _wmt16_problems(key: str, data: dict[str, Any]) -> list[str]:
+def _wmt16_problems(key: str, data: dict[str, Any], files: bool) -> list[str]:
     """The parallel text is never downloaded: root must hold the six plain-text files."""
     from ..kernels.dataset_files import wmt16_missing_files
 
@@ -91,18 +102,15 @@ def _wmt16_problems(key: str, data: dict[str, Any]) -> list[str]:
         return [
             f"{key}.data.root: {data['dataset']} needs the directory of its parallel text files, got null"
         ]
-    if not Path(root).expanduser().is_dir():
-        return []  # named once, as a missing directory
-    return [
-        f"{key}.data.root: '{root}' lacks {path.name}"
-        for path in wmt16_missing_files(Path(root).expanduser())
-    ]
+    where = _present(root, files)
+    lacking = [] if where is None else wmt16_missing_files(where)
+    return [f"{key}.data.root: '{root}' lacks {path.name}" for path in lacking]
 
 
 CELEBA_MAX_SIDE = 128  # 202,599 faces x 3 x 128^2 bytes = 10 GB in memory
 
 
-def _celeba_problems(key: str, data: dict[str, Any]) -> list[str]:
+def _celeba_problems(key: str, data: dict[str, Any], files: bool) -> list[str]:
     """Celeb-A is never downloaded (Google Drive quotas): root must hold torchvision's
     celeba/ folder with every file its loader parses; and it is kept in memory."""
     if data["dataset"] != "celeba":
@@ -128,10 +136,8 @@ def _celeba_problems(key: str, data: dict[str, Any]) -> list[str]:
             *found,
             f"{key}.data.root: celeba needs the directory holding {FOLDER}/ (torchvision's layout), got null",
         ]
-    if Path(root).expanduser().is_dir():  # else named once, as a missing directory
-        found += [
-            f"{key}.data.root: '{root}' lacks {path}" for path in missing_files(Path(root).expanduser())
-        ]
+    if (where := _present(root, files)) is not None:
+        found += [f"{key}.data.root: '{root}' lacks {path}" for path in missing_files(where)]
     return found
 
 

@@ -31,9 +31,12 @@ def with_defaults(experiment: dict[str, Any]) -> dict[str, Any]:
     return filled
 
 
-def experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any]) -> list[str]:
+def experiment_problems(
+    name: str, experiment: dict[str, Any], dirty: set[Any], files: bool = True
+) -> list[str]:
     """The cross-key checks of one experiment; those on the whole typed settings only
-    when everything else holds. `dirty` names the sections that failed the schema."""
+    when everything else holds. `dirty` names the sections that failed the schema;
+    `files`: also whether the data and corrupted-set files it names exist."""
     key, exp = f"experiments.{name}", with_defaults(experiment)
 
     def clean(*sections: str) -> bool:
@@ -41,11 +44,12 @@ def experiment_problems(name: str, experiment: dict[str, Any], dirty: set[Any]) 
 
     found = []
     if clean("data"):
-        found += _root_problems(key, exp["data"]) + dataset_problems(key, exp["data"])
+        found += _root_problems(key, exp["data"]) if files else []
+        found += dataset_problems(key, exp["data"], files)
     if clean("ood"):
-        found += _ood_problems(key, exp["ood"])
+        found += _ood_problems(key, exp["ood"], files)
     if clean("data", "model", "ood", "baselines"):
-        found += task_problems(key, exp)
+        found += task_problems(key, exp, files)
     if clean("soup"):
         found += _soup_problems(key, exp["soup"])
     if clean("model"):
@@ -68,7 +72,7 @@ def _root_problems(key: str, data: dict[str, Any]) -> list[str]:
     return []
 
 
-def _ood_problems(key: str, ood: dict[str, Any]) -> list[str]:
+def _ood_problems(key: str, ood: dict[str, Any], files: bool) -> list[str]:
     """Official corrupted sets must be where `ood.root` says, before any job runs."""
     if not ood["enabled"] or ood["source"] != "files":
         return []
@@ -76,7 +80,7 @@ def _ood_problems(key: str, ood: dict[str, Any]) -> list[str]:
     if not isinstance(root, str):
         return [f"{key}.ood.root: source 'files' needs the directory of the official "
                 "CIFAR-10-C/100-C .npy files (or ImageNet-C), got null"]  # fmt: skip
-    if not Path(root).expanduser().is_dir():
+    if files and not Path(root).expanduser().is_dir():
         return [f"{key}.ood.root: directory '{root}' does not exist"]
     return []
 
