@@ -132,7 +132,7 @@ def run_candidate(name: str, overrides: dict, seed: int, data: Path) -> dict:
         context.train = recording_train  # every method trains through the job context
         try:
             jobs.pretrain(settings, data, seed, root / "dense.pt")
-            dense_curve = [r.train_loss for r in history[0]]
+            dense_curve = [r.train_loss for r in history[0] if r.step > 0]  # row 0: before training
             rows = {"dense": [_score(settings, dataset, root / "dense.pt")]}
             m, phases = settings.soup.ingredients, settings.prune.phases
             imp_parent = uniform_parent = root / "dense.pt"
