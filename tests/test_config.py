@@ -196,6 +196,8 @@ def test_every_config_dry_runs_and_fills_defaults(tmp_path: Path) -> None:
             assert "data.root: imagenet needs the directory holding train/ and val/" in output
             assert "ood.root: source 'files' needs the directory" in output
             continue  # with the directories given it dry-runs: tests/test_paper_configs.py
+        if config.name in NOT_DOWNLOADED[:-1]:
+            continue  # dry-run with their data in tests/test_paper_configs.py; one of them here:
         if config.name in NOT_DOWNLOADED:  # planned; a run would stop at the data it names
             assert result.returncode == 0, result.stderr[-3000:]
             assert "Data not found (a run stops here" in result.stderr
