@@ -9,6 +9,7 @@ import torch
 from sparse_soups.kernels.merging import (
     dare_merge,
     fisher_merge,
+    learned_soup,
     mean_pairwise_cosine,
     model_stock,
     model_stock_ratio,
@@ -89,3 +90,44 @@ def test_bad_operator_parameters_are_refused() -> None:
         ties_merge(one, _one([0.0]), density=0.0)
     with pytest.raises(ValueError, match="drop rate"):
         dare_merge(one, _one([0.0]), 1.0, torch.Generator())
+
+
+def test_learned_soup_converges_to_the_best_ingredient_when_the_others_are_useless() -> None:
+    generator = torch.Generator().manual_seed(0)
+    inputs = torch.randn(512, 2, generator=generator)
+    targets = (inputs[:, 0] > 0).long()
+    model = torch.nn.Linear(2, 2)
+    good = {"weight": torch.tensor([[-4.0, 0.0], [4.0, 0.0]]), "bias": torch.zeros(2)}
+    useless = [
+        {"weight": 4 * torch.randn(2, 2, generator=generator), "bias": torch.randn(2, generator=generator)}
+        for _ in range(2)
+    ]
+    ingredients = [useless[0], good, useless[1]]
+
+    def batches():
+        return [(inputs[i : i + 64], targets[i : i + 64]) for i in range(0, 512, 64)]
+
+    soup, coefficients, history = learned_soup(
+        model, ingredients, batches, torch.nn.functional.cross_entropy, epochs=20, lr=0.2
+    )
+    assert coefficients.shape == (3,) and coefficients[1] > 0.9, coefficients
+    assert history[-1] < history[0]
+    assert torch.allclose(
+        soup["weight"], sum(c * i["weight"] for c, i in zip(coefficients, ingredients, strict=True))
+    )
+    _, per_layer, _ = learned_soup(
+        model, ingredients, batches, torch.nn.functional.cross_entropy, per_layer=True
+    )
+    assert per_layer.shape == (3, 2) and torch.allclose(per_layer.sum(0), torch.ones(2))
+
+
+def test_learned_soup_keeps_the_shared_mask() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Linear(6, 3)
+    mask = torch.rand(3, 6) > 0.5
+    ingredients = [{"weight": torch.randn(3, 6) * mask, "bias": torch.randn(3)} for _ in range(3)]
+    inputs, targets = torch.randn(32, 6), torch.randint(0, 3, (32,))
+    soup, _, _ = learned_soup(
+        model, ingredients, lambda: [(inputs, targets)], torch.nn.functional.cross_entropy
+    )
+    assert bool((soup["weight"][~mask] == 0).all()) and bool((soup["weight"][mask] != 0).any())

@@ -16,12 +16,14 @@ from the first ingredient; BatchNorm statistics are recalibrated after any merge
   the rest by 1 / (1 - drop_rate), average, add to theta_0 (seeded).
 - Fisher-weighted averaging (Matena & Raffel, NeurIPS 2022): sum_i F_i theta_i / sum_i F_i
   with each ingredient's diagonal Fisher F_i (the plain mean where all F_i are zero).
+- Learned soup (Wortsman et al., ICML 2022): softmax-parameterized mixing coefficients per
+  ingredient (or per ingredient and tensor) fitted on validation data with AdamW.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
@@ -130,3 +132,54 @@ def fisher_merge(ingredients: Sequence[StateDict], fishers: Sequence[StateDict])
         return torch.where(total > 0, weighted, stacked.mean(0))
 
     return _merged(ingredients, merge)
+
+
+def learned_soup(
+    model: torch.nn.Module,
+    ingredients: Sequence[StateDict],
+    batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    *,
+    per_layer: bool = False,
+    epochs: int = 5,
+    lr: float = 0.05,
+    seed: int = 0,
+) -> tuple[StateDict, torch.Tensor, list[float]]:
+    """Learned soup (Wortsman et al., 2022): mixing coefficients softmax(a), one per
+    ingredient or per ingredient and parameter tensor (`per_layer`), fitted with AdamW on
+    the loss over `batches()` (validation data), the model evaluated functionally with the
+    mixed weights. Returns the soup, the coefficients (k, or k x tensors) and the mean loss
+    per epoch (its history). A convex combination of ingredients that share a mask keeps
+    it. BatchNorm statistics are the mixed running statistics: recalibrate afterwards."""
+    from torch.func import functional_call
+
+    keys = [key for key, value in ingredients[0].items() if value.is_floating_point()]
+    stacked = {key: torch.stack([ingredient[key] for ingredient in ingredients]) for key in keys}
+    generator = torch.Generator().manual_seed(seed)
+    shape = (len(ingredients), len(keys)) if per_layer else (len(ingredients), 1)
+    logits = (1e-3 * torch.randn(shape, generator=generator)).requires_grad_()
+    optimizer = torch.optim.AdamW([logits], lr=lr, weight_decay=0.0)
+
+    def mixed(weights: torch.Tensor) -> StateDict:
+        return {
+            key: torch.tensordot(weights[:, min(j, weights.shape[1] - 1)], stacked[key], dims=1)
+            for j, key in enumerate(keys)
+        }
+
+    history = []
+    model.eval()  # BatchNorm uses the mixed running statistics, dropout is off
+    for _ in range(epochs):
+        total, count = 0.0, 0
+        for inputs, targets in batches():
+            outputs = functional_call(model, mixed(logits.softmax(0)), (inputs,), strict=False)
+            batch_loss = loss(outputs, targets)
+            optimizer.zero_grad()
+            batch_loss.backward()
+            optimizer.step()
+            total, count = total + float(batch_loss.detach()) * len(targets), count + len(targets)
+        history.append(total / max(1, count))
+    with torch.no_grad():
+        weights = logits.softmax(0)
+        soup = dict(ingredients[0]) | mixed(weights)
+    coefficients = weights if per_layer else weights[:, 0]
+    return {key: value.detach().clone() for key, value in soup.items()}, coefficients.detach(), history
