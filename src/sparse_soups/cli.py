@@ -84,6 +84,7 @@ COMMANDS: dict[str, Command] = {
         (
             arg("--method", required=True, help="a soup method (registry.SOUP_METHODS)"),
             arg("--name", help="the soup's name in the run (default: the method)"),
+            arg("--base", type=Path, help="the model the phase started from (model_stock, ties, dare)"),
             INGREDIENTS,
         ),
     ),

@@ -119,6 +119,21 @@ class SoupSettings:
 
 
 @dataclass(frozen=True)
+class MergingSettings:
+    """The merging operators beyond uniform and greedy soups (kernels/merging.py); each
+    grid is searched on the validation split, the best point kept."""
+
+    ties_density: tuple[float, ...] = (0.2, 0.5, 0.8)  # TIES: share of each update kept (1 - trim)
+    ties_scale: tuple[float, ...] = (1.0,)  # TIES: lambda, the merged update's scale
+    dare_drop_rate: tuple[float, ...] = (0.1, 0.5, 0.9)  # DARE: probability of dropping an update entry
+    learned_per_layer: bool = False  # learned soup: one coefficient per ingredient and tensor
+    learned_epochs: int = 5  # learned soup: passes over the validation split
+    learned_lr: float = 0.05  # learned soup: AdamW's step on the mixing logits
+    fisher_fraction: float = 0.1  # Fisher: share of the training split for the diagonal Fisher
+    swa_fraction: float = 0.5  # SWAMP: the late share of each retrain averaged into its weights
+
+
+@dataclass(frozen=True)
 class BaselineSettings:
     """Reference rows beside SMS, each a config switch (see layout for their models)."""
 
@@ -185,6 +200,7 @@ class Settings:
     prune: PruneSettings = field(default_factory=PruneSettings)
     retrain: RetrainSettings = field(default_factory=RetrainSettings)
     soup: SoupSettings = field(default_factory=SoupSettings)
+    merging: MergingSettings = field(default_factory=MergingSettings)
     compute: ComputeSettings = field(default_factory=ComputeSettings)
     baselines: BaselineSettings = field(default_factory=BaselineSettings)
     gmp: GmpSettings = field(default_factory=GmpSettings)

@@ -71,11 +71,13 @@ def imp_rewind(
 
 def soup(
     settings: Settings, data: Path, method: str, ingredients: list[Path], out: Path, device: str = "cpu",
-    name: str | None = None,
+    name: str | None = None, base: Path | None = None,
 ) -> Checkpoint:  # fmt: skip
-    """The soup `name` (see `layout.soup_recipe`; the method's name by default)."""
-    job = Job(settings, data, device, layout.soup_dir(name or method, _phase_of(ingredients[0])))
-    return sms.soup(job, method, ingredients, out, name)
+    """The soup `name` (see `layout.soup_recipe`; the method's name by default); an
+    optimized soup (the learned one) writes its history.csv beside it."""
+    model_dir = layout.soup_dir(name or method, _phase_of(ingredients[0]))
+    job = Job(settings, data, device, model_dir, history_out=layout.history_path(Path(out)))
+    return sms.soup(job, method, ingredients, out, name, base)
 
 
 def ensemble(

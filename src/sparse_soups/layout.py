@@ -153,12 +153,23 @@ def tensorboard_dir(checkpoint: Path, model_dir: str) -> Path | None:
     return run.parent / TENSORBOARD / run.name / model_dir if re.fullmatch(r"seed\d+", run.name) else None
 
 
+def keeps_swa(chain: str) -> bool:
+    """Whether a chain's retrains average their late weights (SWAMP's particles)."""
+    return chain in SOUP_METHODS and bool(SOUP_METHODS.info(chain).get("swa"))
+
+
+def merges_updates(method: str) -> bool:
+    """Whether a soup method merges updates relative to the phase's starting model."""
+    return method in SOUP_METHODS and bool(SOUP_METHODS.info(method).get("base"))
+
+
 def lineage(chain: str, phase: int, imp_shared: bool = True) -> str:
     """Directory that holds a chain's ingredients for a phase: shared in phase 1, except
-    by imp_budget, whose retrains are longer, imp_rewind, which rewinds, and IMP when its
-    recipe is not ingredient 0's (`imp_shared` False, see recipes.imp_shares_phase1)."""
+    by imp_budget, whose retrains are longer, imp_rewind, which rewinds, chains whose
+    retrains keep a weight average (swamp), and IMP when its recipe is not ingredient 0's
+    (`imp_shared` False, see recipes.imp_shares_phase1)."""
     own = (IMP_BUDGET, IMP_REWIND) if imp_shared else (IMP, IMP_BUDGET, IMP_REWIND)
-    return DENSE if phase == 1 and chain not in own else chain
+    return DENSE if phase == 1 and chain not in own and not keeps_swa(chain) else chain
 
 
 def ingredient_dir(chain: str, phase: int, index: int, imp_shared: bool = True) -> str:
@@ -224,6 +235,12 @@ def soup_recipe(name: str, phase: int, ingredients: int) -> tuple[str, list[str]
     if (k := subset_size(name)) is not None:
         return "uniform", [ingredient_dir("uniform", phase, i) for i in range(k)]
     raise ValueError(f"unknown soup '{name}'")
+
+
+def soup_base(name: str, phase: int) -> str | None:
+    """The model a soup's chain started the phase from, for the methods that merge updates
+    relative to it (Model Stock, TIES, DARE); None for the others."""
+    return chain_model_dir(name, phase - 1) if merges_updates(name) else None
 
 
 def ensemble_chain(soup_methods: tuple[str, ...] | list[str]) -> str:

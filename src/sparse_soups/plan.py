@@ -6,6 +6,8 @@ The workflow declares these as the report's inputs, so `snakemake -n` shows ever
 
 from __future__ import annotations
 
+import dataclasses
+
 from . import layout
 from .config import Settings
 from .methods.recipes import Recipe, baseline_recipe, imp_shares_phase1, ingredient_recipe
@@ -47,4 +49,8 @@ def retrain_recipe(settings: Settings, lineage: str, index: int) -> Recipe:
         return baseline_recipe(settings) if index == 0 else ingredient_recipe(settings, index)
     if lineage == layout.IMP_BUDGET:
         return baseline_recipe(settings, budget=settings.soup.ingredients)
+    if layout.keeps_swa(lineage):  # SWAMP's particles: the same retrain, its late weights averaged
+        return dataclasses.replace(
+            ingredient_recipe(settings, index), swa_fraction=settings.merging.swa_fraction
+        )
     return ingredient_recipe(settings, index)

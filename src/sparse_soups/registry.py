@@ -83,9 +83,24 @@ REGISTRIES: dict[str, Registry] = {
 }
 
 _K = "sparse_soups.kernels"
-# Soup methods choose which of a phase's ingredients to average (see kernels/soups.py).
+# Soup methods: each is an SMS chain of its own. A selection method chooses which of a
+# phase's ingredients to average (see kernels/soups.py); `swa`: its chain's retrains keep a
+# stochastic weight average (SWAMP's particles, merging.swa_fraction).
 SOUP_METHODS.register("uniform", f"{_K}.soups:uniform_selection", label="SMS uniform")
 SOUP_METHODS.register("greedy", f"{_K}.soups:greedy_soup", label="SMS greedy")
+SOUP_METHODS.register("swamp", f"{_K}.soups:uniform_selection", label="SWAMP", swa=True)
+# Merging operators (`merges`: a function of methods/operators.Pot, see kernels/merging.py);
+# `base`: it merges the updates relative to the phase's pruned starting model.
+for _name, _label, _base in (
+    ("learned", "SMS learned", False),
+    ("model_stock", "SMS Model Stock", True),
+    ("ties", "SMS TIES", True),
+    ("dare", "SMS DARE", True),
+    ("fisher", "SMS Fisher", False),
+):
+    SOUP_METHODS.register(
+        _name, f"sparse_soups.methods.operators:{_name}", label=_label, merges=True, base=_base
+    )
 # Pruning criteria score the unpruned weights; `scope` says whether the top-k is taken over
 # all layers together or per layer (see kernels/pruning.py).
 PRUNING_CRITERIA.register("global", f"{_K}.pruning:magnitude_scores", scope="global")

@@ -32,6 +32,19 @@ STAGES: dict[str, tuple[str, ...]] = {
     "retrain": (*_TRAINING, "prune", "retrain", "soup.ingredients", "soup.vary", "soup.values"),
     "rewind": (*_TRAINING, "prune", "baselines.rewind_epoch"),
     "soup": (*_MODEL, *_SCORING),
+    # The merging operators (learned, Model Stock, TIES, DARE, Fisher) and SWAMP's retrains.
+    "merge": (*_MODEL, *_SCORING, "merging", "pretrain.batch_size"),
+    "retrain_swa": (
+        *_TRAINING,
+        "prune",
+        "retrain",
+        "soup.ingredients",
+        "soup.vary",
+        "soup.values",
+        "soup.bn_recalibration_fraction",
+        "eval_batch_size",
+        "merging.swa_fraction",
+    ),
     "lottery_pools": (*_MODEL, "prune", *_SCORING),
     "gmp": (*_TRAINING, "prune", "retrain.epochs", "gmp", *_SCORING),
     "evaluate": (*_MODEL, "ood", "evaluation", *_SCORING),
@@ -39,7 +52,7 @@ STAGES: dict[str, tuple[str, ...]] = {
     # which the workflow marks ancient, so a change applies to new jobs and reruns none.
     "logging": ("logging",),
 }
-TRAINING_STAGES = ("pretrain", "retrain", "rewind", "gmp")
+TRAINING_STAGES = ("pretrain", "retrain", "retrain_swa", "rewind", "gmp")
 
 
 def stage_settings(settings: Settings, stage: str) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 from sparse_soups import layout, plan
 from sparse_soups.config import Settings, gmp_rounds
 from sparse_soups.methods.recipes import imp_shares_phase1
-from sparse_soups.registry import PLUGINS_VARIABLE, load_plugins
+from sparse_soups.registry import PLUGINS_VARIABLE, SOUP_METHODS, load_plugins
 from sparse_soups.stages import stage_settings, write_stage_settings
 from sparse_soups.reporting.parts import settings_parts
 from sparse_soups.validation import (
@@ -104,12 +104,17 @@ RESOURCES = config["resources"]
 ENV = "../../envs/sparse-soups.yaml"
 
 
-def stage_inputs(stage: str) -> dict:
-    """A job's settings (only its stage's keys: see stages.py) and the prepared data."""
-    return {
-        "settings": f"results/{{experiment}}/settings/{stage}.json",
-        "data": "results/{experiment}/data.pt",
-    }
+def stage_inputs(stage) -> dict:
+    """A job's settings (only its stage's keys: see stages.py) and the prepared data.
+    `stage` is a stage's name, or a function of the wildcards giving it (a rule whose
+    jobs belong to different stages: retrain, soup)."""
+    if callable(stage):
+        settings = lambda wildcards: (
+            f"results/{wildcards.experiment}/settings/{stage(wildcards)}.json"
+        )
+    else:
+        settings = f"results/{{experiment}}/settings/{stage}.json"
+    return {"settings": settings, "data": "results/{experiment}/data.pt"}
 
 
 def training_inputs(stage: str) -> dict:
@@ -162,6 +167,24 @@ def retrain_parent(wildcards) -> str:
     phase = int(wildcards.phase)
     parent = layout.retrain_parent_dir(wildcards.lineage, phase, imp_shared(wildcards))
     return run_path(wildcards, parent)
+
+
+def retrain_stage(wildcards) -> str:
+    """SWAMP's retrains read the weight-averaging keys too; the others do not."""
+    return "retrain_swa" if layout.keeps_swa(wildcards.lineage) else "retrain"
+
+
+def soup_stage(wildcards) -> str:
+    """The merging operators read `merging`; the selection soups do not."""
+    merges = SOUP_METHODS.info(soup_method(wildcards)).get("merges", False)
+    return "merge" if merges else "soup"
+
+
+def soup_base(wildcards) -> list[str]:
+    """The model the soup's chain started the phase from, for the operators that merge
+    updates (Model Stock, TIES, DARE); none for the others."""
+    base = layout.soup_base(wildcards.soup, int(wildcards.phase))
+    return [] if base is None else [run_path(wildcards, base)]
 
 
 def soup_method(wildcards) -> str:
@@ -318,6 +341,7 @@ REPORT_SECTIONS = {
     "training": "Training curves",
     "training_gmp": "Training curves",
     "fairness": "Fairness",
+    "merging": "Merging operators",
 }
 
 

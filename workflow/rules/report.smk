@@ -67,6 +67,16 @@ use rule report as report_fairness with:
         about=experiment_summary,
 
 
+use rule report as report_merging with:
+    output:
+        **report_outputs("merging"),
+    log:
+        "results/{experiment}/logs/report_merging.log",
+    params:
+        part="merging",
+        about=experiment_summary,
+
+
 use rule report as report_ablation_vary with:
     output:
         **report_outputs("ablation_vary"),

@@ -1,10 +1,12 @@
 rule soup:
-    """Average a phase's m ingredients (uniform, or the greedy subset on validation
-    accuracy) and recalibrate BatchNorm; the chain's next phase starts from here.
-    `soup_at_end` averages the IMP chain's last-phase retrains, `uniform_k{k}` the first
-    k of the uniform chain's (see layout.soup_recipe)."""
+    """Merge a phase's m ingredients (uniform, the greedy subset on validation accuracy,
+    or a merging operator; Model Stock, TIES and DARE also read the chain's model the
+    phase started from) and recalibrate BatchNorm; the chain's next phase starts from
+    here. `soup_at_end` averages the IMP chain's last-phase retrains, `uniform_k{k}` the
+    first k of the uniform chain's (see layout.soup_recipe)."""
     input:
-        **stage_inputs("soup"),
+        **stage_inputs(soup_stage),
+        base=soup_base,
         ingredients=soup_ingredients,
     output:
         update(layout.pattern("soup")),
@@ -17,9 +19,10 @@ rule soup:
         **job_resources("light"),
     params:
         method=soup_method,
+        base=lambda wildcards, input: f"--base {input.base}" if input.base else "",
     shell:
         "sparse-soups soup --settings {input.settings} --data {input.data}"
-        " --method {params.method} --name {wildcards.soup} --threads {threads}"
+        " --method {params.method} --name {wildcards.soup} {params.base} --threads {threads}"
         " --out {output} {input.ingredients} > {log} 2>&1"
 
 

@@ -20,11 +20,12 @@ rule pretrain:
 rule retrain:
     """Prune the chain's previous model to this phase's sparsity and retrain one ingredient.
 
-    `lineage` is the chain (imp, uniform, greedy) whose previous phase this starts from;
-    phase 1 starts from the dense model for every chain, so its lineage is `dense`.
+    `lineage` is the chain (imp, uniform, greedy, ...) whose previous phase this starts
+    from; phase 1 starts from the dense model for every chain, so its lineage is `dense`
+    (swamp's retrains average their late weights, so they are its own in phase 1 too).
     """
     input:
-        **training_inputs("retrain"),
+        **training_inputs(retrain_stage),
         parent=retrain_parent,
     output:
         model=update(layout.pattern("ingredient")),

@@ -145,11 +145,20 @@ class Monitor:
 
 def write_history(rows: Sequence[HistoryRow], path: str | Path) -> None:
     """history.csv, written atomically: a killed job leaves none or a whole one."""
+    write_rows(
+        [{name: getattr(row, name) for name in HISTORY_COLUMNS} for row in rows], path, HISTORY_COLUMNS
+    )
+
+
+def write_rows(rows: Sequence[dict[str, float | int]], path: str | Path, columns: Sequence[str] = ()) -> None:
+    """A CSV of `rows` (columns: the given ones, or the first row's keys), atomically; the
+    learned soup writes its optimization this way."""
+    columns = tuple(columns) or tuple(rows[0] if rows else ())
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(HISTORY_COLUMNS)
+    writer.writerow(columns)
     for row in rows:
-        writer.writerow([_format(getattr(row, name)) for name in HISTORY_COLUMNS])
+        writer.writerow([_format(row[name]) for name in columns])
     atomic_write_bytes(path, buffer.getvalue().encode())
 
 

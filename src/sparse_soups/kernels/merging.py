@@ -15,7 +15,8 @@ from the first ingredient; BatchNorm statistics are recalibrated after any merge
 - DARE (Yu et al., ICML 2024): drop each update entry with probability `drop_rate`, rescale
   the rest by 1 / (1 - drop_rate), average, add to theta_0 (seeded).
 - Fisher-weighted averaging (Matena & Raffel, NeurIPS 2022): sum_i F_i theta_i / sum_i F_i
-  with each ingredient's diagonal Fisher F_i (the plain mean where all F_i are zero).
+  with each ingredient's diagonal Fisher F_i (the plain mean where all F_i are zero),
+  estimated by `diagonal_fisher` as the mean squared per-example gradient of the loss.
 - Learned soup (Wortsman et al., ICML 2022): softmax-parameterized mixing coefficients per
   ingredient (or per ingredient and tensor) fitted on validation data with AdamW.
 """
@@ -134,16 +135,64 @@ def fisher_merge(ingredients: Sequence[StateDict], fishers: Sequence[StateDict])
     return _merged(ingredients, merge)
 
 
+Batches = Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]]
+Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# How a model's outputs are obtained from a batch: `forward(call, inputs, targets)` returns
+# (outputs, targets), as a task's `forward` does (teacher forcing for translation, tasks.py);
+# plain `call(inputs)` by default.
+Forward = Callable[[Callable[..., torch.Tensor], torch.Tensor, torch.Tensor], tuple]
+
+
+def _plain_forward(call: Callable, inputs: torch.Tensor, targets: torch.Tensor) -> tuple:
+    return call(inputs), targets
+
+
+def diagonal_fisher(
+    model: torch.nn.Module,
+    state: StateDict,
+    batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    loss: Loss,
+    forward: Forward = _plain_forward,
+) -> StateDict:
+    """The empirical diagonal Fisher of `state` for each parameter: the mean over examples
+    of the squared gradient of the example's loss at its true label (Matena & Raffel use
+    the same estimate in their released code's "empirical" mode). Per-example gradients by
+    `torch.func.vmap`, the model in eval mode (BatchNorm uses its running statistics).
+    Pruned weights get a Fisher too; they are zero in every ingredient, so their merge is."""
+    from torch.func import functional_call, grad, vmap
+
+    names = {name for name, _ in model.named_parameters()}
+    params = {key: value for key, value in state.items() if key in names}
+    buffers = {key: value for key, value in state.items() if key not in names}
+    model.eval()
+
+    def example_loss(weights: StateDict, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        def call(*batch: torch.Tensor) -> torch.Tensor:
+            return functional_call(model, {**weights, **buffers}, batch)
+
+        return loss(*forward(call, inputs[None], targets[None]))
+
+    per_example = vmap(grad(example_loss), in_dims=(None, 0, 0))
+    totals = {key: torch.zeros_like(value) for key, value in params.items()}
+    count = 0
+    for inputs, targets in batches:
+        for key, squares in per_example(params, inputs, targets).items():
+            totals[key] += squares.pow(2).sum(0)
+        count += len(targets)
+    return {key: total / max(1, count) for key, total in totals.items()}
+
+
 def learned_soup(
     model: torch.nn.Module,
     ingredients: Sequence[StateDict],
-    batches: Callable[[], Iterable[tuple[torch.Tensor, torch.Tensor]]],
-    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    batches: Batches,
+    loss: Loss,
     *,
     per_layer: bool = False,
     epochs: int = 5,
     lr: float = 0.05,
     seed: int = 0,
+    forward: Forward = _plain_forward,
 ) -> tuple[StateDict, torch.Tensor, list[float]]:
     """Learned soup (Wortsman et al., 2022): mixing coefficients softmax(a), one per
     ingredient or per ingredient and parameter tensor (`per_layer`), fitted with AdamW on
@@ -160,9 +209,16 @@ def learned_soup(
     logits = (1e-3 * torch.randn(shape, generator=generator)).requires_grad_()
     optimizer = torch.optim.AdamW([logits], lr=lr, weight_decay=0.0)
 
+    parameters = {name for name, _ in model.named_parameters()}
+
     def mixed(weights: torch.Tensor) -> StateDict:
+        """The mixed state; buffers (BatchNorm statistics) are mixed too, without gradient."""
         return {
-            key: torch.tensordot(weights[:, min(j, weights.shape[1] - 1)], stacked[key], dims=1)
+            key: torch.tensordot(
+                (weights if key in parameters else weights.detach())[:, min(j, weights.shape[1] - 1)],
+                stacked[key],
+                dims=1,
+            )
             for j, key in enumerate(keys)
         }
 
@@ -171,8 +227,12 @@ def learned_soup(
     for _ in range(epochs):
         total, count = 0.0, 0
         for inputs, targets in batches():
-            outputs = functional_call(model, mixed(logits.softmax(0)), (inputs,), strict=False)
-            batch_loss = loss(outputs, targets)
+            weights = mixed(logits.softmax(0))
+
+            def call(*batch: torch.Tensor, weights: StateDict = weights) -> torch.Tensor:
+                return functional_call(model, weights, batch, strict=False)
+
+            batch_loss = loss(*forward(call, inputs, targets))
             optimizer.zero_grad()
             batch_loss.backward()
             optimizer.step()

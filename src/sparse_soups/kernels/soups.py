@@ -24,14 +24,9 @@ class MaskMismatchError(ValueError):
     """Ingredients with different masks or architectures: no sparse average exists."""
 
 
-@arithmetic("merging")
-def average_state_dicts(states: Sequence[StateDict], masks: Sequence[Masks]) -> StateDict:
-    """Uniform mean of every floating-point entry; refuses ingredients whose masks differ
-    or that hold non-finite values.
-
-    Integer entries (BatchNorm's batch counters) are taken from the first ingredient;
-    they are reset by recalibration anyway.
-    """
+def check_shared_mask(states: Sequence[StateDict], masks: Sequence[Masks]) -> None:
+    """Refuse ingredients of different architectures or masks, or holding non-finite
+    values: no merge of them keeps the sparsity (or means anything)."""
     if not states:
         raise ValueError("a soup needs at least one ingredient")
     shapes = {key: value.shape for key, value in states[0].items()}
@@ -44,16 +39,36 @@ def average_state_dicts(states: Sequence[StateDict], masks: Sequence[Masks]) -> 
                 f"ingredient {index} has a different pruning mask than ingredient 0: "
                 "averaging them would destroy sparsity"
             )
-    averaged = {}
-    for key, first in states[0].items():
-        if first.is_floating_point():
-            for index, state in enumerate(states):
-                if not bool(torch.isfinite(state[key]).all()):
-                    raise NonFiniteError(f"ingredient {index} holds NaN or infinite values in '{key}'")
-            averaged[key] = torch.stack([state[key] for state in states]).mean(0)
-        else:
-            averaged[key] = first.clone()
-    return averaged
+    for index, state in enumerate(states):
+        for key, value in state.items():
+            if value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise NonFiniteError(f"ingredient {index} holds NaN or infinite values in '{key}'")
+
+
+def check_keeps_mask(state: StateDict, masks: Masks) -> None:
+    """The invariant every soup must keep: each pruned weight is exactly zero."""
+    for name, mask in masks.items():
+        if bool((state[name].to(mask.device)[~mask] != 0).any()):
+            raise MaskMismatchError(
+                f"the soup has nonzero pruned weights in '{name}': the merge broke the mask"
+            )
+
+
+@arithmetic("merging")
+def average_state_dicts(states: Sequence[StateDict], masks: Sequence[Masks]) -> StateDict:
+    """Uniform mean of every floating-point entry; refuses ingredients whose masks differ
+    or that hold non-finite values.
+
+    Integer entries (BatchNorm's batch counters) are taken from the first ingredient;
+    they are reset by recalibration anyway.
+    """
+    check_shared_mask(states, masks)
+    return {
+        key: torch.stack([state[key] for state in states]).mean(0)
+        if first.is_floating_point()
+        else first.clone()
+        for key, first in states[0].items()
+    }
 
 
 @torch.no_grad()

@@ -124,9 +124,12 @@ class Job:
         return True
 
     @property
+    def steps_per_epoch(self) -> int:
+        return math.ceil(len(self.dataset.train) / self.settings.pretrain.batch_size)
+
+    @property
     def pretrain_steps(self) -> int:
-        pretrain = self.settings.pretrain
-        return pretrain.epochs * math.ceil(len(self.dataset.train) / pretrain.batch_size)
+        return self.settings.pretrain.epochs * self.steps_per_epoch
 
     def train_and_save(
         self,
@@ -141,10 +144,12 @@ class Job:
         optim: PretrainSettings | None = None,
         peak_lr: float | None = None,
         on_step: Callable[[int], None] | None = None,
+        finish: Callable[[Job], None] | None = None,
     ) -> Checkpoint:
         """Train with pretraining's optimizer settings and peak LR unless given others,
-        and save the model and its history.csv. `on_step` (gradual pruning) may update
-        `masks` in place; the checkpoint stores them as they end."""
+        and save the model and its history.csv. `on_step` (gradual pruning, weight
+        averaging) may update `masks` in place; the checkpoint stores them as they end.
+        `finish` changes the model after training (weight averaging puts in its mean)."""
         optim = optim or self.settings.pretrain
         result = train(
             model, masks, self.dataset, optim=optim, peak_lr=optim.lr if peak_lr is None else peak_lr,
@@ -152,6 +157,8 @@ class Job:
             compute=self.settings.compute, on_step=on_step, monitor=self.monitor(out),
         )  # fmt: skip
         log.info("trained %s for %d steps, final loss %.4f", self.model_dir, result.steps, result.final_loss)
+        if finish is not None:
+            finish(self)
         meta = {"budget_epochs": epochs, **record.to_meta(), "train_steps": result.steps}
         return self.save(model.state_dict(), masks, meta, out, history=result.history)
 

@@ -13,6 +13,11 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from ..kernels import gradual
 from ..kernels.checkpoints import Checkpoint
@@ -52,17 +57,49 @@ def retrain(
         dataclasses.replace(settings.retrain, schedule=recipe.schedule),
         settings.pretrain, job.pretrain_steps, peak,
     )  # fmt: skip
+    swa = WeightAverage(model, recipe.swa_fraction, recipe.epochs * job.steps_per_epoch)
     record = job.record(
         seed, "ingredient", lineage=lineage, phase=phase, index=index,
         target_sparsity=1 - job.phase_density(phase), parent_sha256=sha256(parent),
-        recipe=dataclasses.asdict(recipe),
+        recipe=dataclasses.asdict(recipe), **swa.details(),
     )  # fmt: skip
     return job.train_and_save(
         model, masks,
         epochs=recipe.epochs, schedule=schedule,
         seed=derive_seed(seed, "retrain", phase, recipe.seed_index), record=record, out=out,
         optim=dataclasses.replace(settings.pretrain, weight_decay=recipe.weight_decay), peak_lr=recipe.lr,
+        on_step=swa.on_step if swa.enabled else None, finish=swa.finish if swa.enabled else None,
     )  # fmt: skip
+
+
+class WeightAverage:
+    """Stochastic weight averaging over the last `fraction` of a retrain's steps (SWAMP's
+    particles, Choi et al. 2024): after each of those steps the weights join a running
+    mean (torch.optim.swa_utils.AveragedModel); at the end the model takes the mean and
+    BatchNorm is recalibrated for it. Masked weights are zero at every step, so their mean is."""
+
+    def __init__(self, model: nn.Module, fraction: float, total_steps: int) -> None:
+        self.model, self.enabled = model, fraction > 0
+        self.start = total_steps - max(1, round(fraction * total_steps)) if self.enabled else total_steps
+        self.averaged: AveragedModel | None = None
+
+    def details(self) -> dict[str, Any]:
+        return {"swa_from_step": self.start, "bn_recalibrated": True} if self.enabled else {}
+
+    def on_step(self, steps_done: int) -> None:
+        if steps_done <= self.start:
+            return
+        if self.averaged is None:
+            self.averaged = AveragedModel(self.model, use_buffers=False)
+        self.averaged.update_parameters(self.model)
+
+    def finish(self, job: Job) -> None:
+        if self.averaged is None:
+            return
+        with torch.no_grad():
+            for mine, mean in zip(self.model.parameters(), self.averaged.module.parameters(), strict=True):
+                mine.copy_(mean)
+        job.recalibrate(self.model)
 
 
 def _rewind_epoch(job: Job) -> int:

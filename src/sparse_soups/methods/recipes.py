@@ -23,6 +23,7 @@ class Recipe:
     epochs: int
     schedule: str
     seed_index: int  # which seed label the batch order and augmentation come from
+    swa_fraction: float = 0.0  # > 0: the model is the average of the weights over this last share of steps
 
 
 def baseline_recipe(settings: Settings, budget: int = 1) -> Recipe:

@@ -11,8 +11,9 @@ from pathlib import Path
 import pandas as pd
 
 from .. import layout
+from ..registry import SOUP_METHODS
 from . import claims, curves, figures, tables
-from .parts import HISTORY_PARTS, PARTS, report_parts
+from .parts import HISTORY_PARTS, PARTS, is_merging_method, report_parts
 from .records import NESTED, ingredient_results, load_metrics, method_results, ood_cells
 
 
@@ -31,7 +32,12 @@ def available_parts(
         training_gmp=histories is not None
         and any((layout.parse(d) or ("",))[0] == "gmp" for d in histories.model_dir.unique()),
         fairness=has_metrics and bool(results.worst_group_accuracy.notna().any()),
+        merging=has_metrics and bool(results.method.isin(merging_labels()).any()),
     )
+
+
+def merging_labels() -> list[str]:
+    return [SOUP_METHODS.label(m) for m in SOUP_METHODS.names() if is_merging_method(m)]
 
 
 def headline(results: pd.DataFrame) -> tuple[str, str]:
@@ -76,6 +82,15 @@ def _fairness(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> di
     )
 
 
+def _merging(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
+    experiment = str(results.experiment.iloc[0])
+    title = (
+        f"{experiment}: what each soup method chose and the seconds its merge took (mean over seeds; "
+        "the soup job's merge and BatchNorm recalibrations, without loading or evaluation)."
+    )
+    return tables.write_frame(tables.merging_table(results), "merging", title, out)
+
+
 def _ablation_m(results: pd.DataFrame, ingredients: pd.DataFrame, out: Path) -> dict[str, Path]:
     return tables.write_table(tables.ablation_m_table(results, ingredients), out)
 
@@ -94,7 +109,7 @@ def _training(histories: pd.DataFrame, out: Path) -> dict[str, Path]:
 
 _WRITERS: dict[str, Callable[[pd.DataFrame, pd.DataFrame, Path], dict[str, Path]]] = {
     "main": _main, "ood": _ood, "ablation_m": _ablation_m, "subset_soups": _subset_soups,
-    "ablation_vary": _ablation_vary, "fairness": _fairness,
+    "ablation_vary": _ablation_vary, "fairness": _fairness, "merging": _merging,
 }  # fmt: skip
 _CURVE_WRITERS: dict[str, Callable[[pd.DataFrame, Path], dict[str, Path]]] = {
     "training": _training, "training_gmp": curves.gmp_curves,

@@ -80,6 +80,8 @@ def comparisons(methods: set[str]) -> list[tuple[str, str, str]]:
             (f"{soup} vs best ingredient", soup, f"Best ingredient ({soup})"),
             (f"{soup} vs mean ingredient", soup, f"Mean ingredient ({soup})"),
         ]
+        if chain != "uniform":  # every other merge against the paper's own soup
+            pairs.append((f"{soup} vs SMS uniform", soup, SOUP_METHODS.label("uniform")))
     pairs.append(("GMP + SMS vs GMP", "GMP + SMS", "GMP"))
     return [p for p in pairs if p[1] in methods and p[2] in methods]
 

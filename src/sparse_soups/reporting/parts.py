@@ -13,6 +13,8 @@ Kept free of heavy imports, so the Snakefile can read it while it builds the DAG
     training_gmp   training_gmp figure (GMP with its sparsity ramp)
     fairness       worst_group (worst-group test accuracy) and group_accuracy (each group,
                    last phase) tables; worst_group_vs_sparsity figure (data with groups: Celeb-A)
+    merging        merging table: each soup method's merge time, chosen grid point, learned
+                   coefficients, Model Stock ratio (a merging operator or SWAMP among soup.methods)
 
 Tables come as .csv, .md, .tex (booktabs) and .html; figures as .png and .pdf.
 """
@@ -32,6 +34,7 @@ PARTS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {  # part: (tables, 
     "training": ((), ("training_dense", "training_phases")),
     "training_gmp": ((), ("training_gmp",)),
     "fairness": (("worst_group", "group_accuracy"), ("worst_group_vs_sparsity",)),
+    "merging": (("merging",), ()),
 }
 HISTORY_PARTS = ("training", "training_gmp")  # drawn from history.csv, not metrics.json
 EXTRA_FILES = {"main": ("results.csv",)}  # the long per-seed results behind every table
@@ -47,7 +50,7 @@ def part_files(part: str) -> list[str]:
 
 def report_parts(
     *, ood: bool, ablation_m: bool, subset_soups: bool, ablation_vary: bool, training: bool = True,
-    training_gmp: bool = False, main: bool = True, fairness: bool = False,
+    training_gmp: bool = False, main: bool = True, fairness: bool = False, merging: bool = False,
 ) -> list[str]:  # fmt: skip
     """The parts a report has, given what it has data for: the one rule for both the
     workflow (which knows from the settings) and `write_report` (from the files)."""
@@ -60,6 +63,7 @@ def report_parts(
         "training": training,
         "training_gmp": training_gmp,
         "fairness": fairness,
+        "merging": merging,
     }
     return [part for part, has in present.items() if has]
 
@@ -77,4 +81,13 @@ def settings_parts(settings: Any) -> list[str]:
         ablation_vary=soup.vary != "seed",
         training_gmp=settings.baselines.gmp != "none",
         fairness=bool(DATASETS.info(settings.data.dataset).get("groups")),
+        merging=any(is_merging_method(method) for method in soup.methods),
     )
+
+
+def is_merging_method(method: str) -> bool:
+    """A merging operator or SWAMP: the methods the merging part describes."""
+    from ..registry import SOUP_METHODS
+
+    info = SOUP_METHODS.info(method) if method in SOUP_METHODS else {}
+    return bool(info.get("merges") or info.get("swa"))

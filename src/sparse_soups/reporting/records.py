@@ -28,9 +28,12 @@ ENSEMBLE_ROW = "Prediction ensemble (not sparse)"
 METRICS = (
     "test_accuracy", "validation_accuracy", "sparsity", "ece", "mce", "worst_class_accuracy",
     "ood_accuracy", "worst_group_accuracy", "test_miou", "validation_miou", "test_bleu",
-    "validation_bleu", "budget_epochs",
+    "validation_bleu", "budget_epochs", "merge_seconds",
 )  # fmt: skip
-NESTED = ("ood", "groups")  # per-cell metrics: corruption -> severity -> accuracy; group -> accuracy
+# Nested per-row facts: OOD accuracy per corruption -> severity; accuracy per group; what a
+# merging operator chose (grid point, learned coefficients, Model Stock's mean ratio).
+NESTED = ("ood", "groups", "merge")
+MERGE_FACTS = ("chosen", "coefficients", "ratio_mean", "swa_from_step")
 # Recipe fields an ingredient may vary in (`soup.vary`), as the checkpoint meta records them.
 AXES = tuple(axis for axis in VARY_AXES if axis != "seed")
 
@@ -126,6 +129,7 @@ def _row(method: str, phase: int, record: dict) -> dict:
     row.update({key: _number(record.get(key)) for key in METRICS})
     row["ood"] = record.get("ood") or None
     row["groups"] = record.get("group_accuracy") or None
+    row["merge"] = {key: record[key] for key in MERGE_FACTS if key in record} or None
     return row
 
 
@@ -263,6 +267,11 @@ def runs(records: list[dict]) -> dict[tuple[str, int], dict[str, dict]]:
     for record in records:
         out.setdefault((record["experiment"], record["seed"]), {})[record["model_dir"]] = record
     return dict(sorted(out.items()))
+
+
+def soup_labels() -> list[str]:
+    """The table labels of the registered soup methods (SMS uniform, ..., SWAMP)."""
+    return [SOUP_METHODS.label(method) for method in layout.soup_methods()]
 
 
 def soup_methods(by_dir: dict[str, dict]) -> list[str]:

@@ -326,3 +326,54 @@ def ablation_vary_table(results: pd.DataFrame, ingredients: pd.DataFrame) -> Tab
         order.append(f"SMS {chain}: soup")
     what = f"Test accuracy (%) of each ingredient by its {axis} and of its soup"
     return _phase_rows_table(pd.concat(parts, ignore_index=True), order, "ablation_vary", what, "")
+
+
+def merging_table(results: pd.DataFrame) -> pd.DataFrame:
+    """What each soup method chose and what it cost, per phase: the merge's wall seconds
+    (mean over seeds; the learned soup's and Fisher's extra passes show here), the grid
+    point TIES and DARE kept on validation (with how many seeds chose it), the learned
+    soup's mean coefficients and Model Stock's mean interpolation ratio."""
+    from .records import soup_labels
+
+    soups = results[results.method.isin(soup_labels()) & results.merge_seconds.notna()]
+    rows = []
+    for (method, phase), group in soups.groupby(["method", "phase"], sort=False):
+        facts = [m for m in group["merge"] if isinstance(m, dict)]
+        chosen = [", ".join(f"{k} {v:g}" for k, v in f["chosen"].items()) for f in facts if "chosen" in f]
+        coefficients = [f["coefficients"] for f in facts if "coefficients" in f]
+        ratios = [f["ratio_mean"] for f in facts if "ratio_mean" in f]
+        common = pd.Series(chosen).value_counts() if chosen else None
+        rows.append({
+            "method": method, "phase": int(phase), "seeds": group.seed.nunique(),
+            "merge_seconds": float(group.merge_seconds.mean()),
+            "chosen": "" if common is None else f"{common.index[0]} ({common.iloc[0]} of {len(chosen)})",
+            "coefficients": _mean_coefficients(coefficients),
+            "model_stock_ratio": f"{np.mean(ratios):.3f}" if ratios else "",
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=[
+        "method", "phase", "seeds", "merge_seconds", "chosen", "coefficients", "model_stock_ratio"
+    ])  # fmt: skip
+
+
+def _mean_coefficients(coefficients: list[list]) -> str:
+    """The learned soup's coefficients per ingredient, averaged over seeds (and tensors)."""
+    if not coefficients:
+        return ""
+    means = np.mean([np.asarray(c, dtype=float).reshape(len(c), -1).mean(1) for c in coefficients], axis=0)
+    return ", ".join(f"{value:.2f}" for value in means)
+
+
+def write_frame(frame: pd.DataFrame, stem: str, title: str, out_dir: Path) -> dict[str, Path]:
+    """A table of plain values (not mean ± std cells) in every format."""
+    paths = {fmt: out_dir / f"{stem}.{fmt}" for fmt in FORMATS}
+    frame.to_csv(paths["csv"], index=False)
+    shown = frame.rename(columns=lambda c: c.replace("_", " "))
+    paths["md"].write_text(f"{title}\n\n{shown.to_markdown(index=False, floatfmt='.2f')}\n")
+    styler = shown.style.hide(axis="index").format(precision=2).set_caption(title)
+    paths["tex"].write_text(latex_escape_frame(styler))
+    paths["html"].write_text(styler.set_uuid(stem).to_html(doctype_html=True))
+    return {f"{stem}.{fmt}": path for fmt, path in paths.items()}
+
+
+def latex_escape_frame(styler: pd.io.formats.style.Styler) -> str:
+    return styler.format(escape="latex", precision=2).to_latex(hrules=True)
