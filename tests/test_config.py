@@ -130,6 +130,17 @@ BAD_EXPERIMENTS = [
     ({"seeds": []}, "experiments.bad.seeds: [] should be non-empty"),
     ({"seeds": [0, 0]}, "experiments.bad.seeds: [0, 0] has non-unique elements"),
     ({"eval_batch_size": 0}, "experiments.bad.eval_batch_size: 0 is less than the minimum"),
+    # the merging operators' settings (issue: a bad operator setting names its key)
+    (
+        {"merging": {"dare_drop_rate": [0.5, 1.0]}},
+        "experiments.bad.merging.dare_drop_rate[1]: 1.0 is greater than or equal to the maximum of 1",
+    ),
+    (
+        {"merging": {"ties_density": [-0.2]}},
+        "experiments.bad.merging.ties_density[0]: -0.2 is less than or equal to the minimum of 0",
+    ),
+    ({"soup": {"methods": ["uniform", "tie"]}}, "experiments.bad.soup.methods[1]: 'tie' is not one of"),
+    ({"merging": {"swa_fraction": 1.5}}, "experiments.bad.merging.swa_fraction: 1.5 is greater than"),
 ]
 
 

@@ -21,7 +21,8 @@ TRAINING = {"prepare_data", "pretrain", "retrain", "rewind_point", "imp_rewind",
 # Cheap records re-written on any change: the experiment's full settings (and provenance),
 # and a stage's settings file where that stage's keys changed or it is newly needed.
 REPORTS = {"report", "report_ood", "report_ablation_m", "report_subset_soups", "report_ablation_vary", "all",
-           "report_training", "report_training_gmp", "settings", "stage_settings"}  # fmt: skip
+           "report_training", "report_training_gmp", "report_merging", "settings",
+           "stage_settings"}  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +73,22 @@ def test_switching_a_baseline_on_plans_only_its_jobs_and_the_report(finished: Pa
     jobs = _plan(finished, lambda config: config["experiments"]["smoke"]["baselines"].update(gmp="last"))
     assert {rule for rule, _ in jobs} - REPORTS == {"gmp", "evaluate"}
     assert all("/gmp/phase2/" in outputs for rule, outputs in jobs if rule not in REPORTS)
+
+
+def test_adding_a_merging_operator_plans_only_its_chain_and_the_report(finished: Path) -> None:
+    jobs = _plan(finished, lambda config: config["experiments"]["smoke"]["soup"]["methods"].append("ties"))
+    assert {rule for rule, _ in jobs} - REPORTS == {"retrain", "soup", "evaluate"}
+    assert all("/ties/" in outputs for rule, outputs in jobs if rule not in REPORTS)
+    assert ("stage_settings", "results/smoke/settings/merge.json (update)") in jobs
+    assert "report_merging" in {rule for rule, _ in jobs}
+
+
+def test_operator_settings_rerun_nothing_that_does_not_read_them(finished: Path) -> None:
+    """`merging` is read by the operators' soups and SWAMP's retrains only: with none of
+    them in the study, changing it re-runs only the full settings record."""
+    change = {"ties_density": [0.3], "swa_fraction": 0.25}
+    jobs = _plan(finished, lambda config: config["experiments"]["smoke"].update(merging=change))
+    assert {rule for rule, _ in jobs} <= {"all", "settings"}
 
 
 def test_changing_the_ood_subset_reruns_evaluations_never_training(finished: Path) -> None:

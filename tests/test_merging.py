@@ -1,13 +1,21 @@
 """The merging operators on hand-made cases, and the invariant SMS rests on: a weight outside
-the ingredients' shared mask stays exactly zero whatever the operator."""
+the ingredients' shared mask stays exactly zero whatever the operator. (Through Snakemake,
+each as an SMS chain: tests/test_merging_workflow.py.)"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pytest
 import torch
 
+from sparse_soups import jobs
+from sparse_soups.config import Settings
+from sparse_soups.kernels.checkpoints import Checkpoint
+from sparse_soups.kernels.files import sha256
 from sparse_soups.kernels.merging import (
     dare_merge,
+    diagonal_fisher,
     fisher_merge,
     learned_soup,
     mean_pairwise_cosine,
@@ -15,6 +23,8 @@ from sparse_soups.kernels.merging import (
     model_stock_ratio,
     ties_merge,
 )
+from sparse_soups.methods.context import Job
+from sparse_soups.methods.imp import WeightAverage
 
 
 def _one(values: list[float]) -> dict[str, torch.Tensor]:
@@ -131,3 +141,81 @@ def test_learned_soup_keeps_the_shared_mask() -> None:
         model, ingredients, lambda: [(inputs, targets)], torch.nn.functional.cross_entropy
     )
     assert bool((soup["weight"][~mask] == 0).all()) and bool((soup["weight"][mask] != 0).any())
+
+
+def test_the_diagonal_fisher_is_the_mean_squared_per_example_gradient() -> None:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 3))
+    model.eval()
+    state = {key: value.clone() for key, value in model.state_dict().items()}
+    inputs, targets = torch.randn(10, 4), torch.randint(0, 3, (10,))
+    loss = torch.nn.functional.cross_entropy
+    batches = [(inputs[:6], targets[:6]), (inputs[6:], targets[6:])]  # chunks do not change it
+    fisher = diagonal_fisher(model, state, batches, loss)
+    expected = {name: torch.zeros_like(p) for name, p in model.named_parameters()}
+    for x, y in zip(inputs, targets, strict=True):
+        model.zero_grad()
+        loss(model(x[None]), y[None]).backward()
+        for name, p in model.named_parameters():
+            expected[name] += p.grad.pow(2) / len(inputs)
+    assert fisher.keys() == expected.keys()  # parameters only: BatchNorm's statistics have none
+    for name in expected:
+        assert torch.allclose(fisher[name], expected[name], atol=1e-6), name
+
+
+def test_the_learned_soup_mixes_batchnorm_statistics_without_gradient() -> None:
+    """A model with BatchNorm: its running statistics are mixed with the coefficients but are
+    not differentiated (torch refuses a running_mean that requires grad)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(4, 5), torch.nn.BatchNorm1d(5), torch.nn.Linear(5, 3))
+    ingredients = []
+    for _ in range(2):
+        state = {key: value.clone() for key, value in model.state_dict().items()}
+        state["1.running_mean"] = torch.randn(5)
+        ingredients.append(state)
+    inputs, targets = torch.randn(16, 4), torch.randint(0, 3, (16,))
+    soup, coefficients, history = learned_soup(
+        model, ingredients, lambda: [(inputs, targets)], torch.nn.functional.cross_entropy, epochs=2
+    )
+    mixed = (
+        coefficients[0] * ingredients[0]["1.running_mean"]
+        + coefficients[1] * ingredients[1]["1.running_mean"]
+    )
+    assert torch.allclose(soup["1.running_mean"], mixed) and not soup["1.running_mean"].requires_grad
+    assert len(history) == 2
+
+
+def test_swamp_weight_average_is_the_mean_over_the_last_share_of_steps(
+    tiny_settings: Settings, prepared_path: Path
+) -> None:
+    model = torch.nn.Linear(2, 2)  # no BatchNorm: finishing recalibrates nothing
+    average = WeightAverage(model, fraction=0.5, total_steps=4)
+    with torch.no_grad():
+        for step in range(1, 5):
+            model.weight.fill_(float(step))
+            average.on_step(step)
+    average.finish(Job(tiny_settings, prepared_path))
+    assert average.start == 2 and torch.all(model.weight == 3.5)  # the mean of steps 3 and 4
+
+
+def test_model_stock_merges_updates_from_the_phase_s_pruned_starting_model(
+    tiny_settings: Settings, prepared_path: Path, tmp_path: Path
+) -> None:
+    """theta_0 is the parent pruned to the ingredients' mask, which is what each ingredient was
+    retrained from; the soup's weights are theta_0 + t * (mean - theta_0) with its recorded t."""
+    dense = tmp_path / "dense.pt"
+    jobs.pretrain(tiny_settings, prepared_path, 0, dense)
+    paths = [tmp_path / f"i{i}.pt" for i in range(2)]
+    for i, path in enumerate(paths):
+        jobs.retrain(tiny_settings, prepared_path, dense, "dense", 1, i, 0, path)
+    soup = jobs.soup(tiny_settings, prepared_path, "model_stock", paths, tmp_path / "s.pt", base=dense)
+    parent, states = Checkpoint.load(dense).state_dict, [Checkpoint.load(p).state_dict for p in paths]
+    for name, mask in soup.masks.items():
+        base = parent[name] * mask
+        mean = (states[0][name] + states[1][name]) / 2
+        expected = base + soup.meta["ratios"][name] * (mean - base)
+        assert torch.allclose(soup.state_dict[name], expected, atol=1e-6), name
+    assert 0 < soup.meta["ratio_mean"] < 1 and soup.meta["base_sha256"] == sha256(dense)
+    with pytest.raises(ValueError, match="--base"):
+        jobs.soup(tiny_settings, prepared_path, "ties", paths, tmp_path / "t.pt")
+    assert not (tmp_path / "t.pt").exists()

@@ -19,6 +19,7 @@ from matplotlib import image
 from sparse_soups import layout
 from sparse_soups.cli import main
 from sparse_soups.kernels.history import HistoryRow, write_history
+from sparse_soups.registry import SOUP_METHODS
 from sparse_soups.reporting import PARTS, part_files, write_report
 from sparse_soups.reporting.curves import _phase_lines, load_histories
 from sparse_soups.reporting.figures import PALETTE, colour
@@ -73,6 +74,11 @@ def _record(experiment: str, seed: int, model_dir: str, rng: np.random.Generator
     record |= {"group_accuracy": groups, "worst_group_accuracy": min(groups.values())}
     if method:
         record["method"] = method
+    if method in layout.soup_methods():  # what the soup step records of its merge
+        record["merge_seconds"] = 0.5 + phase
+        record |= {"ties": {"chosen": {"density": 0.5}}, "learned": {"coefficients": [0.2, 0.3, 0.5]}}.get(
+            method, {}
+        )
     if kind == "soup":
         record["geometry"] = {"pairwise_l2": [[0, 1], [1, 0]], "mean_pairwise_l2": 1.0,
                               "pairwise_angle_deg": [[0, 5], [5, 0]], "mean_pairwise_angle_deg": 5.0,
@@ -161,11 +167,14 @@ def test_main_table_cells_are_mean_and_std_over_seeds(report) -> None:
     assert wide.loc["Mean ingredient (SMS uniform)", "phase2_test_accuracy"] == pytest.approx(
         statistics.fmean(per_seed)
     )
+    chains = []
+    for method in layout.soup_methods():  # the registry's order: uniform, greedy, swamp, operators
+        label = SOUP_METHODS.label(method)
+        chains += [f"Best ingredient ({label})", f"Best ingredient by test (oracle) ({label})"]
+        chains += [f"Mean ingredient ({label})", label]
+        chains += ["Subset soup (first 2 of m, uniform chain)"] if method == "uniform" else []
     assert list(wide.index) == [
-        "Dense", "IMP", "IMP (rewind)", "IMP (m x budget)", "Best ingredient (SMS uniform)",
-        "Best ingredient by test (oracle) (SMS uniform)", "Mean ingredient (SMS uniform)", "SMS uniform",
-        "Subset soup (first 2 of m, uniform chain)", "Best ingredient (SMS greedy)",
-        "Best ingredient by test (oracle) (SMS greedy)", "Mean ingredient (SMS greedy)", "SMS greedy",
+        "Dense", "IMP", "IMP (rewind)", "IMP (m x budget)", *chains,
         "SMS uniform (m = 2)", "GMP", "GMP + SMS", "Soup at end (IMP, last phase)",
         "Lottery Pools (interp)", "Prediction ensemble (not sparse)",
     ]  # fmt: skip
@@ -298,7 +307,7 @@ def test_old_metrics_without_ood_or_ece_still_give_every_declared_file(tmp_path:
     assert pd.read_csv(out / "ood.csv").columns.tolist() == ["experiment", "note"]
     assert r"\toprule" in (out / "ood.tex").read_text()
     assert _pixels(out / "ood_heatmap.png")[..., :3].std() > 0.01  # says why it is empty
-    assert pd.read_csv(out / "table.csv").shape[0] == 19
+    assert pd.read_csv(out / "table.csv").shape[0] == 11 + 4 * len(layout.soup_methods())  # 4 rows a chain
 
 
 def test_default_parts_follow_the_data_and_bad_input_is_named(tmp_path: Path) -> None:
@@ -405,3 +414,14 @@ def test_curve_parts_need_history_files(tmp_path: Path) -> None:
     assert set(written) == {name for part in HISTORY_PARTS for name in part_files(part)}
     with pytest.raises(ValueError, match="not under results"):
         load_histories([tmp_path / "history.csv"])
+
+
+def test_the_merging_table_gives_each_soup_method_s_choices_and_seconds(report) -> None:
+    seeds, _, out, _ = report
+    merging = pd.read_csv(out / "merging.csv", keep_default_na=False).set_index(["method", "phase"])
+    labels = [SOUP_METHODS.label(method) for method in layout.soup_methods()]
+    assert set(merging.index) == {(label, p) for label in labels for p in range(1, PHASES + 1)}
+    assert merging.loc[("SMS TIES", 2), "chosen"] == f"density 0.5 ({len(seeds)} of {len(seeds)})"
+    assert merging.loc[("SMS learned", 1), "coefficients"] == "0.20, 0.30, 0.50"
+    assert merging.loc[("SMS uniform", 2), "merge_seconds"] == pytest.approx(2.5)
+    assert (merging.seeds == len(seeds)).all()
