@@ -30,6 +30,11 @@ CORRUPTIONS = ("gaussian_noise", "fog", "jpeg_compression")
 LRS = (0.05, 0.1, 0.2)
 
 
+# The SMS chains of the fixture run: the paper's two soups and two merging operators (a
+# grid search and an optimized soup), in the registry's order.
+CHAINS = ("uniform", "greedy", "learned", "ties")
+
+
 def _models() -> dict[str, tuple[str, str | None, int, int | None]]:
     """Every model directory of the fixture run: (kind, soup method, phase, ingredient index)."""
     models: dict[str, tuple[str, str | None, int, int | None]] = {layout.DENSE: ("dense", None, 0, None)}
@@ -39,7 +44,7 @@ def _models() -> dict[str, tuple[str, str | None, int, int | None]]:
         models[f"imp_rewind/phase{p}/ingredient0"] = ("ingredient", None, p, 0)
         models[f"gmp/phase{p}"] = ("gmp", None, p, None)
         models[f"gmp_sms/phase{p}"] = ("soup", "gmp_sms", p, None)
-        for chain in layout.soup_methods():  # phase 1's ingredients are shared (one directory)
+        for chain in CHAINS:  # phase 1's ingredients are shared (one directory)
             models.update({layout.ingredient_dir(chain, p, i): ("ingredient", None, p, i) for i in range(M)})
             models[layout.chain_model_dir(chain, p)] = ("soup", chain, p, None)
         models[layout.soup_dir(layout.subset_soup(2), p)] = ("soup", "uniform_k2", p, None)
@@ -74,7 +79,7 @@ def _record(experiment: str, seed: int, model_dir: str, rng: np.random.Generator
     record |= {"group_accuracy": groups, "worst_group_accuracy": min(groups.values())}
     if method:
         record["method"] = method
-    if method in layout.soup_methods():  # what the soup step records of its merge
+    if method in CHAINS:  # what the soup step records of its merge
         record["merge_seconds"] = 0.5 + phase
         record |= {"ties": {"chosen": {"density": 0.5}}, "learned": {"coefficients": [0.2, 0.3, 0.5]}}.get(
             method, {}
@@ -168,7 +173,7 @@ def test_main_table_cells_are_mean_and_std_over_seeds(report) -> None:
         statistics.fmean(per_seed)
     )
     chains = []
-    for method in layout.soup_methods():  # the registry's order: uniform, greedy, swamp, operators
+    for method in CHAINS:  # the registry's order
         label = SOUP_METHODS.label(method)
         chains += [f"Best ingredient ({label})", f"Best ingredient by test (oracle) ({label})"]
         chains += [f"Mean ingredient ({label})", label]
@@ -307,7 +312,7 @@ def test_old_metrics_without_ood_or_ece_still_give_every_declared_file(tmp_path:
     assert pd.read_csv(out / "ood.csv").columns.tolist() == ["experiment", "note"]
     assert r"\toprule" in (out / "ood.tex").read_text()
     assert _pixels(out / "ood_heatmap.png")[..., :3].std() > 0.01  # says why it is empty
-    assert pd.read_csv(out / "table.csv").shape[0] == 11 + 4 * len(layout.soup_methods())  # 4 rows a chain
+    assert pd.read_csv(out / "table.csv").shape[0] == 11 + 4 * len(CHAINS)  # 4 rows a chain
 
 
 def test_default_parts_follow_the_data_and_bad_input_is_named(tmp_path: Path) -> None:
@@ -419,7 +424,7 @@ def test_curve_parts_need_history_files(tmp_path: Path) -> None:
 def test_the_merging_table_gives_each_soup_method_s_choices_and_seconds(report) -> None:
     seeds, _, out, _ = report
     merging = pd.read_csv(out / "merging.csv", keep_default_na=False).set_index(["method", "phase"])
-    labels = [SOUP_METHODS.label(method) for method in layout.soup_methods()]
+    labels = [SOUP_METHODS.label(method) for method in CHAINS]
     assert set(merging.index) == {(label, p) for label in labels for p in range(1, PHASES + 1)}
     assert merging.loc[("SMS TIES", 2), "chosen"] == f"density 0.5 ({len(seeds)} of {len(seeds)})"
     assert merging.loc[("SMS learned", 1), "coefficients"] == "0.20, 0.30, 0.50"
