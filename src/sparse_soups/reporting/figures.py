@@ -41,11 +41,23 @@ _EXTRA = sns.color_palette("tab20b", 20)
 _MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*", "<", ">", "p", "h", "d", "H", "8")
 
 
+_SOUPS_PALETTE = sns.color_palette("Dark2", 8)
+
+
+def _other_soup(method: str) -> int | None:
+    """The place of a soup method beyond uniform and greedy (SWAMP, the merging operators, a
+    plugin's) among the registered ones, by its label; None for any other row."""
+    labels = [SOUP_METHODS.label(m) for m in soup_methods() if m not in ("uniform", "greedy")]
+    return labels.index(method) if method in labels else None
+
+
 def colour(method: str) -> tuple[float, float, float]:
-    """The method's colour: fixed for known rows; subset soups, ablation chains and unknown
-    rows get a stable one."""
+    """The method's colour: fixed for known rows and the registered soup methods; subset
+    soups, ablation chains and unknown rows get a stable one."""
     if method in PALETTE:
         return PALETTE[method]
+    if (index := _other_soup(method)) is not None:
+        return _SOUPS_PALETTE[index % len(_SOUPS_PALETTE)]
     if match := re.fullmatch(r"Subset soup \(first (\d+) of m.*\)|SMS uniform \(m = (\d+)\)", method):
         k = int(match[1] or match[2])
         return _EXTRA[(4 * k + (2 if match[2] else 0)) % 20]
@@ -53,6 +65,8 @@ def colour(method: str) -> tuple[float, float, float]:
 
 
 def marker(method: str) -> str:
+    if (other := _other_soup(method)) is not None:
+        return _MARKERS[(len(KNOWN_METHODS) + other) % len(_MARKERS)]
     index = KNOWN_METHODS.index(method) if method in KNOWN_METHODS else sum(method.encode())
     return _MARKERS[index % len(_MARKERS)]
 
@@ -77,6 +91,12 @@ def _legend(ax: plt.Axes, title: str | None = None) -> None:
         ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1.0), title=title)
 
 
+# With more soup chains than this, the lines of their ingredients (best, oracle, mean) are left
+# out of the metric-against-sparsity figures: the `ingredients` and `soup_gain` figures and the
+# tables show them, and a figure of dozens of lines shows nothing.
+MAX_CHAINS_WITH_INGREDIENT_LINES = 3
+
+
 def metric_vs_sparsity(results: pd.DataFrame, metric: str, label: str, out_dir: Path, stem: str) -> dict:
     """One line per method through its phases, shaded std over seeds; dense as a dashed line."""
     sns.set_theme(**STYLE)
@@ -91,6 +111,9 @@ def metric_vs_sparsity(results: pd.DataFrame, metric: str, label: str, out_dir: 
         label: 100 * data[metric],
     })  # fmt: skip
     lines = data[data.method != DENSE_ROW]
+    chains = [SOUP_METHODS.label(chain) for chain in soup_methods()]
+    if sum(chain in set(lines.method) for chain in chains) > MAX_CHAINS_WITH_INGREDIENT_LINES:
+        lines = lines[~lines.method.str.contains(r"ingredient", case=False)]
     methods = list(dict.fromkeys(lines.method))
     sns.lineplot(
         data=lines, x="sparsity (%)", y=label, hue="method", style="method", hue_order=methods,
