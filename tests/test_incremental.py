@@ -76,7 +76,10 @@ def test_switching_a_baseline_on_plans_only_its_jobs_and_the_report(finished: Pa
 
 
 def test_adding_a_merging_operator_plans_only_its_chain_and_the_report(finished: Path) -> None:
-    jobs = _plan(finished, lambda config: config["experiments"]["smoke"]["soup"]["methods"].append("ties"))
+    def add(config: dict) -> None:
+        config["experiments"]["smoke"]["soup"]["methods"] = ["uniform", "greedy", "ties"]
+
+    jobs = _plan(finished, add)
     assert {rule for rule, _ in jobs} - REPORTS == {"retrain", "soup", "evaluate"}
     assert all("/ties/" in outputs for rule, outputs in jobs if rule not in REPORTS)
     assert ("stage_settings", "results/smoke/settings/merge.json (update)") in jobs

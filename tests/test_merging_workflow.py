@@ -46,8 +46,9 @@ def test_every_soup_keeps_its_ingredients_mask_and_the_phase_sparsity(run: Path)
     for method in METHODS:
         for phase in PHASES:
             soup = Checkpoint.load(run / layout.soup_dir(method, phase) / layout.MODEL_FILE)
-            for path in soup.meta["ingredients"]:
-                assert masks_equal(Checkpoint.load(Path(path)).masks, soup.masks), (method, phase, path)
+            for path in soup.meta["ingredients"]:  # relative to the workflow's directory
+                ingredient = Checkpoint.load(run.parents[2] / path)
+                assert masks_equal(ingredient.masks, soup.masks), (method, phase, path)
             for name, mask in soup.masks.items():
                 assert torch.all(soup.state_dict[name][~mask] == 0), (method, phase, name)
             metrics = _metrics(run, layout.soup_dir(method, phase))

@@ -80,7 +80,6 @@ def _record(experiment: str, seed: int, model_dir: str, rng: np.random.Generator
     if method:
         record["method"] = method
     if method in CHAINS:  # what the soup step records of its merge
-        record["merge_seconds"] = 0.5 + phase
         record |= {"ties": {"chosen": {"density": 0.5}}, "learned": {"coefficients": [0.2, 0.3, 0.5]}}.get(
             method, {}
         )
@@ -102,7 +101,12 @@ def write_fixture(root: Path, seeds: tuple[int, ...], experiment: str = "exp_a")
         for model_dir in _models():
             path = root / layout.run_dir(experiment, seed) / model_dir / layout.METRICS_FILE
             path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(json.dumps(_record(experiment, seed, model_dir, rng)))
+            record = _record(experiment, seed, model_dir, rng)
+            path.write_text(json.dumps(record))
+            if record["kind"] == "soup" and record.get("method") in CHAINS:  # the merge's timing
+                path.with_name(layout.TIMING_FILE).write_text(
+                    json.dumps({"merge_seconds": 0.5 + record["phase"]})
+                )
             paths.append(path)
     return paths
 

@@ -77,7 +77,8 @@ def soup(
     optimized soup (the learned one) writes its history.csv beside it."""
     model_dir = layout.soup_dir(name or method, _phase_of(ingredients[0]))
     job = Job(settings, data, device, model_dir, history_out=layout.history_path(Path(out)))
-    return sms.soup(job, method, ingredients, out, name, base)
+    timing = Path(out).with_name(layout.TIMING_FILE) if Path(out).name == layout.MODEL_FILE else None
+    return sms.soup(job, method, ingredients, out, name, base, timing)
 
 
 def ensemble(

@@ -51,6 +51,7 @@ SUBSET_PREFIX = "uniform_k"
 MODEL_FILE = "model.pt"
 METRICS_FILE = "metrics.json"
 HISTORY_FILE = "history.csv"
+TIMING_FILE = "timing.json"  # beside a soup: the seconds its merge took (not a metric)
 TENSORBOARD = "tensorboard"
 RUN = "results/{experiment}/seed{seed}"
 

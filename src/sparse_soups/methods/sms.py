@@ -39,11 +39,13 @@ def soup(
     out: Path,
     name: str | None = None,
     base: Path | None = None,
+    timing_out: Path | None = None,
 ) -> Checkpoint:
     """Merge the ingredients as `method` says and recalibrate BN. `name` is the soup's
     name in the run (e.g. `soup_at_end`, `uniform_k2`), the method's by default; `base` the
     chain's model the phase started from, for the operators that merge updates (registry
-    info `base`)."""
+    info `base`). The merge's seconds go to `timing_out`, never into the checkpoint or
+    its metrics, which must be the same in every run."""
     name = name or method
     loaded = [Checkpoint.load(path) for path in ingredients]
     phases = {c.meta.get("phase") for c in loaded}
@@ -73,14 +75,17 @@ def soup(
     check_keeps_mask(model.state_dict(), loaded[0].masks)
     record = job.record(
         first["seed"], "soup", method=name, phase=first["phase"], target_sparsity=first["target_sparsity"],
-        **details, merge_seconds=seconds, ingredients=[str(p) for p in ingredients],
+        **details, ingredients=[str(p) for p in ingredients],
         ingredient_sha256=[sha256(p) for p in ingredients],
         geometry=soup_geometry([c.state_dict for c in loaded], model.state_dict()),
         budget_epochs=total_budget(c.meta for c in loaded), bn_recalibrated=True,
         **({"base_sha256": sha256(base)} if base is not None else {}),
     )  # fmt: skip
     log.info("%s soup of %d ingredients in %.1f s: %s", method, len(loaded), seconds, details.get("kept"))
-    return job.save(model.state_dict(), loaded[0].masks, record.to_meta(), out)
+    checkpoint = job.save(model.state_dict(), loaded[0].masks, record.to_meta(), out)
+    if timing_out is not None:
+        write_json({"merge_seconds": seconds}, timing_out)
+    return checkpoint
 
 
 def _selected_average(job: Job, method: str, loaded: list[Checkpoint], model: nn.Module) -> list[int]:

@@ -28,12 +28,13 @@ ENSEMBLE_ROW = "Prediction ensemble (not sparse)"
 METRICS = (
     "test_accuracy", "validation_accuracy", "sparsity", "ece", "mce", "worst_class_accuracy",
     "ood_accuracy", "worst_group_accuracy", "test_miou", "validation_miou", "test_bleu",
-    "validation_bleu", "budget_epochs", "merge_seconds",
+    "validation_bleu", "budget_epochs",
 )  # fmt: skip
 # Nested per-row facts: OOD accuracy per corruption -> severity; accuracy per group; what a
-# merging operator chose (grid point, learned coefficients, Model Stock's mean ratio).
+# merging operator chose (grid point, learned coefficients, Model Stock's mean ratio) and the
+# seconds its merge took (a timing, not a metric: it stays out of results.csv).
 NESTED = ("ood", "groups", "merge")
-MERGE_FACTS = ("chosen", "coefficients", "ratio_mean", "swa_from_step")
+MERGE_FACTS = ("chosen", "coefficients", "ratio_mean", "swa_from_step", "merge_seconds")
 # Recipe fields an ingredient may vary in (`soup.vary`), as the checkpoint meta records them.
 AXES = tuple(axis for axis in VARY_AXES if axis != "seed")
 
@@ -68,8 +69,20 @@ def load_metrics(paths: Iterable[str | Path]) -> list[dict]:
                 f"metrics file {path} describes another checkpoint than {checkpoint} "
                 "(checksums differ): rerun its evaluation"
             )
-        records.append(record)
+        records.append(record | _timing(path))
     return records
+
+
+def _timing(metrics_file: Path) -> dict:
+    """What a merge took (`merge_seconds`), from the timing file the soup step writes beside
+    its model: a measurement, kept out of the checkpoint and the metrics so that those are
+    the same in every run of a config; empty where there is none (it is never required)."""
+    try:
+        timing = json.loads(metrics_file.with_name(layout.TIMING_FILE).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}
+    seconds = timing.get("merge_seconds") if isinstance(timing, dict) else None
+    return {"merge_seconds": float(seconds)} if isinstance(seconds, int | float) else {}
 
 
 _MODEL_DIR = re.compile(r"[A-Za-z0-9_-]+(/[A-Za-z0-9_-]+)*")

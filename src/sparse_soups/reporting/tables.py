@@ -335,17 +335,18 @@ def merging_table(results: pd.DataFrame) -> pd.DataFrame:
     soup's mean coefficients and Model Stock's mean interpolation ratio."""
     from .records import soup_labels
 
-    soups = results[results.method.isin(soup_labels()) & results.merge_seconds.notna()]
+    soups = results[results.method.isin(soup_labels()) & results["merge"].map(bool)]
     rows = []
     for (method, phase), group in soups.groupby(["method", "phase"], sort=False):
         facts = [m for m in group["merge"] if isinstance(m, dict)]
+        seconds = [f["merge_seconds"] for f in facts if "merge_seconds" in f]
         chosen = [", ".join(f"{k} {v:g}" for k, v in f["chosen"].items()) for f in facts if "chosen" in f]
         coefficients = [f["coefficients"] for f in facts if "coefficients" in f]
         ratios = [f["ratio_mean"] for f in facts if "ratio_mean" in f]
         common = pd.Series(chosen).value_counts() if chosen else None
         rows.append({
             "method": method, "phase": int(phase), "seeds": group.seed.nunique(),
-            "merge_seconds": float(group.merge_seconds.mean()),
+            "merge_seconds": float(np.mean(seconds)) if seconds else np.nan,
             "chosen": "" if common is None else f"{common.index[0]} ({common.iloc[0]} of {len(chosen)})",
             "coefficients": _mean_coefficients(coefficients),
             "model_stock_ratio": f"{np.mean(ratios):.3f}" if ratios else "",
