@@ -338,7 +338,7 @@ def _results(directory: Path) -> dict[str, bytes]:
     return {
         str(path.relative_to(directory)): path.read_bytes()
         for path in sorted((directory / "results").rglob("*"))
-        if path.is_file() and not {"logs", "benchmarks"} & set(path.parts)
+        if path.is_file() and not {"logs", "benchmarks"} & set(path.parts) and path.name != layout.TIMING_FILE
     }
 
 
