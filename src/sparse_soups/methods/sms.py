@@ -51,15 +51,14 @@ def soup(
     phases = {c.meta.get("phase") for c in loaded}
     if len(phases) != 1:
         raise ValueError(f"ingredients come from different phases {sorted(phases)}: {ingredients}")
-    check_shared_mask([c.state_dict for c in loaded], [c.masks for c in loaded])
+    states = [c.state_dict for c in loaded]
+    check_shared_mask(states, [c.masks for c in loaded])
     _ = job.dataset  # loaded before the model is built, as for every step
     model = job.new_model()
     first = loaded[0].meta
     started = time.perf_counter()
     if SOUP_METHODS.info(method).get("merges"):
-        pot = Pot(
-            job, [c.state_dict for c in loaded], loaded[0].masks, model, first["seed"], first["phase"], base
-        )
+        pot = Pot(job, states, loaded[0].masks, model, first["seed"], first["phase"], base)
         merged = SOUP_METHODS.get(method)(pot)
         details: dict[str, Any] = {"kept": list(range(len(loaded))), **merged.details}
         model.load_state_dict(merged.state)
@@ -77,7 +76,7 @@ def soup(
         first["seed"], "soup", method=name, phase=first["phase"], target_sparsity=first["target_sparsity"],
         **details, ingredients=[str(p) for p in ingredients],
         ingredient_sha256=[sha256(p) for p in ingredients],
-        geometry=soup_geometry([c.state_dict for c in loaded], model.state_dict()),
+        geometry=soup_geometry(states, model.state_dict()),
         budget_epochs=total_budget(c.meta for c in loaded), bn_recalibrated=True,
         **({"base_sha256": sha256(base)} if base is not None else {}),
     )  # fmt: skip
