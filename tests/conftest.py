@@ -4,19 +4,41 @@ smoke config run once through Snakemake for every test module that compares agai
 from __future__ import annotations
 
 import gzip
+import shutil
 import struct
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from filelock import FileLock
 
 from sparse_soups.config import DataSettings, Settings
 from sparse_soups.kernels.data import Dataset, load_prepared, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
+# The shipped configs on Fashion-MNIST, which a dry run finds as they are (the others need
+# their data directories: tests/test_paper_configs.py points them at stand-ins).
+FASHION_MNIST_CONFIGS = ("config.yaml", "merging.yaml", "smoke.yaml", "smoke_merging.yaml")
+
+
+# Test modules by their measured duration, longest first (`pytest --durations=0` on the
+# 2-core machine). pyproject.toml runs the suite on pytest-xdist workers, each taking the
+# next whole module in collection order (`--dist loadfile --no-loadscope-reorder`): putting
+# these first keeps one long module from starting last and running alone at the end.
+LONGEST_FIRST = (
+    "test_slurm.py", "test_faults.py", "test_incremental.py", "test_worker.py", "test_workflow.py",
+    "test_celeba.py", "test_translation.py", "test_reporting.py", "test_imagenet.py", "test_gpu_check.py",
+    "test_paper_configs.py", "test_merging_workflow.py", "test_segmentation.py", "test_config.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> None:
@@ -227,19 +249,50 @@ def metrics_files(directory: Path, experiment: str = "") -> dict[str, str]:
     }
 
 
+def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[Path], None]) -> Path:
+    """The directory `name`, made by `build` once per test session. Under pytest-xdist the
+    workers share one temporary root, so the first worker to ask builds it (under a file
+    lock) and the others wait for it instead of computing it again."""
+    root = tmp_path_factory.getbasetemp()
+    if hasattr(tmp_path_factory.config, "workerinput"):  # an xdist worker: share with the others
+        root = root.parent
+    directory, done = root / name, root / f"{name}.done"
+    with FileLock(str(root / f"{name}.lock")):
+        if not done.exists():
+            shutil.rmtree(directory, ignore_errors=True)
+            directory.mkdir()
+            build(directory)
+            done.touch()
+    return directory
+
+
+def worker_copy(tmp_path_factory: pytest.TempPathFactory, directory: Path, name: str) -> Path:
+    """A private copy of a shared run directory (mtimes and Snakemake's records kept), so a
+    test that changes files for a moment cannot disturb another worker's tests."""
+    copy = tmp_path_factory.mktemp(name) / "run"
+    shutil.copytree(directory, copy, symlinks=True)
+    return copy
+
+
 @pytest.fixture(scope="session")
 def smoke_idx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_idx_dataset(tmp_path_factory.mktemp("smoke-idx"), n_train=800, n_test=300)
+    return built_once(tmp_path_factory, "smoke-idx", lambda d: make_idx_dataset(d, n_train=800, n_test=300))
 
 
-@pytest.fixture(scope="session")
-def smoke_run(tmp_path_factory: pytest.TempPathFactory, smoke_idx: Path) -> tuple[Path, str]:
-    """The whole smoke config run once locally (the reference for the SLURM and restart tests)."""
-    directory = tmp_path_factory.mktemp("smoke-run")
-    write_smoke_config(directory, smoke_idx)
+def _run_smoke(directory: Path, idx_dir: Path) -> None:
+    write_smoke_config(directory, idx_dir)
     dry = smoke_snakemake(directory, "-n")
     assert dry.returncode == 0, dry.stderr
     assert not (directory / "results").exists()  # a dry run computes nothing
     run = smoke_snakemake(directory)
     assert run.returncode == 0, run.stderr[-3000:]
-    return directory, dry.stdout + dry.stderr
+    (directory / "dry-run.log").write_text(dry.stdout + dry.stderr)
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory, smoke_idx: Path) -> tuple[Path, str]:
+    """The whole smoke config run once locally (the reference for the SLURM and restart
+    tests), as this worker's copy, and the output of its dry run."""
+    shared = built_once(tmp_path_factory, "smoke-run", lambda d: _run_smoke(d, smoke_idx))
+    directory = worker_copy(tmp_path_factory, shared, "smoke-run")
+    return directory, (directory / "dry-run.log").read_text()

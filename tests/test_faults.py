@@ -9,7 +9,6 @@ import json
 import math
 import os
 import re
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -30,7 +29,7 @@ from sparse_soups.kernels.pruning import dense_masks
 from sparse_soups.kernels.soups import MaskMismatchError, average_state_dicts
 from sparse_soups.kernels.training import DivergenceError
 from sparse_soups.reporting import load_metrics, write_report
-from tests.conftest import make_idx_dataset, smoke_snakemake
+from tests.conftest import make_idx_dataset, smoke_snakemake, worker_copy
 
 
 def test_incomplete_data_root_names_the_missing_file(tmp_path: Path) -> None:
@@ -328,9 +327,7 @@ def test_damaged_ood_file_is_named(tmp_path: Path) -> None:
 @pytest.fixture(scope="module")
 def drill(smoke_run, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the finished smoke run, Snakemake's metadata included, to damage."""
-    directory = tmp_path_factory.mktemp("drill") / "run"
-    shutil.copytree(smoke_run[0], directory, symlinks=True)
-    return directory
+    return worker_copy(tmp_path_factory, smoke_run[0], "drill")
 
 
 def _results(directory: Path) -> dict[str, bytes]:

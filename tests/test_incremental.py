@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -15,7 +14,7 @@ import yaml
 
 from sparse_soups.config import LoggingSettings, Settings
 from sparse_soups.stages import STAGES, read_settings, stage_settings, with_logging
-from tests.conftest import REPO
+from tests.conftest import REPO, worker_copy
 
 TRAINING = {"prepare_data", "pretrain", "retrain", "rewind_point", "imp_rewind", "gmp", "gmp_sms_ingredient"}
 # Cheap records re-written on any change: the experiment's full settings (and provenance),
@@ -28,9 +27,7 @@ REPORTS = {"report", "report_ood", "report_ablation_m", "report_subset_soups", "
 @pytest.fixture(scope="module")
 def finished(smoke_run: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A private copy of the finished smoke run (mtimes and Snakemake's records kept)."""
-    copy_dir = tmp_path_factory.mktemp("incremental") / "run"
-    shutil.copytree(smoke_run[0], copy_dir, symlinks=True)
-    return copy_dir
+    return worker_copy(tmp_path_factory, smoke_run[0], "incremental")
 
 
 def _plan(directory: Path, change) -> list[tuple[str, str]]:

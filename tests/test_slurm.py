@@ -69,8 +69,12 @@ def _snakemake(directory: Path, *args: str) -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def runs(cluster: SlurmCluster, smoke_run, smoke_idx: Path, tmp_path_factory: pytest.TempPathFactory):
-    local_dir, _ = smoke_run  # the reference: the same config run locally (tests/conftest.py)
+def runs(
+    cluster: SlurmCluster,
+    smoke_idx: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    request: pytest.FixtureRequest,
+):
     slurm_dir = tmp_path_factory.mktemp("slurm-run")
     write_smoke_config(slurm_dir, smoke_idx)
 
@@ -98,6 +102,9 @@ def runs(cluster: SlurmCluster, smoke_run, smoke_idx: Path, tmp_path_factory: py
     )
     assert dry.returncode == 0, dry.stderr[-3000:]
     assert slurm.returncode == 0, (slurm.stderr[-5000:], cluster.diagnostics())
+    # The reference: the same config run locally (tests/conftest.py). Asked for only now, so
+    # that under pytest-xdist another worker computes it while the cluster runs.
+    local_dir, _ = request.getfixturevalue("smoke_run")
     return {"local": local_dir, "slurm": slurm_dir, "marker": marker, "dry": dry, "log": slurm.stderr}
 
 
