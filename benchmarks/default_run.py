@@ -59,6 +59,39 @@ main()
 """
 
 
+# The machine's speed, measured before the run: the same jobs took 1,272-1,678 s of CPU on
+# different days here, so a wall time means little without it. One thread, as every job.
+MACHINE_SPEED = """
+import json, platform, time, torch
+torch.set_num_threads(1)
+a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+seconds = []
+for _ in range(6):
+    start = time.perf_counter()
+    a @ b
+    seconds.append(time.perf_counter() - start)
+start = time.perf_counter()
+total = 0
+for i in range(5_000_000):
+    total += i
+loop = time.perf_counter() - start
+cpu_model = [line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")]
+print(json.dumps({
+    "cpu_model": cpu_model[0] if cpu_model else platform.processor(),
+    "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
+    "matmul_2048_fp32_1_thread_gflop_per_s": round(2 * 2048**3 / min(seconds[1:]) / 1e9, 1),
+    "python_loop_5m_additions_s": round(loop, 2),
+}))
+"""
+
+
+def machine_speed() -> dict[str, object]:
+    """CPU model, torch's vector instruction set, 1-thread fp32 matmul GFLOP/s and a pure
+    Python loop: what the run's seconds should be read against."""
+    out = subprocess.run([sys.executable, "-c", MACHINE_SPEED], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
 def run_workflow(cores: int) -> dict[str, float]:
     """Wall and CPU seconds of the whole run (Snakemake and everything it started), split
     into Snakemake's own process, the warm worker's own process and its job processes
@@ -150,15 +183,18 @@ def main() -> None:
     parser.add_argument("--cores", type=int, default=8)
     parser.add_argument("--experiment", default="fmnist_cnn")
     args = parser.parse_args()
+    speed = None if args.no_run else machine_speed()
     run = None if args.no_run else run_workflow(args.cores)
     jobs = job_cpu(REPO / "results" / args.experiment)
     summary = summarize(jobs, run, args.cores)
+    if speed is not None:
+        summary["machine"] |= speed
     if args.no_run:  # keep the last run's whole-run figures
         out = REPO / "benchmarks" / "results" / "default_run.json"
         if out.exists():
             last = json.loads(out.read_text())
             for key, value in last.items():
-                if summary.get(key) is None:
+                if summary.get(key) is None or key == "machine":
                     summary[key] = value
     out = REPO / "benchmarks" / "results" / "default_run.json"
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ smoke config run once through Snakemake for every test module that compares agai
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 import struct
 import subprocess
@@ -254,7 +255,7 @@ def built_once(tmp_path_factory: pytest.TempPathFactory, name: str, build: Calla
     workers share one temporary root, so the first worker to ask builds it (under a file
     lock) and the others wait for it instead of computing it again."""
     root = tmp_path_factory.getbasetemp()
-    if hasattr(tmp_path_factory.config, "workerinput"):  # an xdist worker: share with the others
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # an xdist worker: share with the others
         root = root.parent
     directory, done = root / name, root / f"{name}.done"
     with FileLock(str(root / f"{name}.lock")):
