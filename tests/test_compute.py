@@ -13,9 +13,9 @@ from sparse_soups.kernels.schedules import retrain_schedule
 from sparse_soups.kernels.training import train
 
 
-# `compile: true` trains through the same `train` in tests/test_gpu_check.py (alone and with
-# bf16 and channels-last), which checks its pruned weights stay zero: compiling costs a
-# minute or two on 2 CPU cores, so it is done once in the suite.
+# `compile: true` trains through the same `train` in tests/test_gpu_check.py (with bf16 and
+# channels-last), which checks its pruned weights stay zero: compiling costs a minute or
+# two on 2 CPU cores, so it is done once in the suite.
 @pytest.mark.parametrize(
     "compute",
     [ComputeSettings(precision="bf16"), ComputeSettings(channels_last=True)],
