@@ -86,7 +86,8 @@ def headline(name: str, result: dict[str, Any]) -> dict[str, Any]:
             for workers, r in result["images_per_s"].items()
         }
     if name == "default_run":
-        return {"wall_seconds": result["wall_seconds"], "snakemake_cores": result["snakemake_cores"]}
+        keys = ("command", "wall_seconds", "run_cpu_seconds", "overhead_share", "machine")
+        return {key: result.get(key) for key in keys}
     return {}
 
 
