@@ -59,8 +59,9 @@ main()
 """
 
 
-# The machine's speed, measured before the run: the same jobs took 1,272-1,678 s of CPU on
-# different days here, so a wall time means little without it. One thread, as every job.
+# The machine's speed, measured before the run: the same jobs' arithmetic took 1,272-3,278
+# CPU s on different hosts here, so a wall time means little without it. One thread, as
+# every job.
 MACHINE_SPEED = """
 import json, platform, time, torch
 torch.set_num_threads(1)

@@ -26,10 +26,11 @@ REPO = Path(__file__).resolve().parents[1]
 FASHION_MNIST_CONFIGS = ("config.yaml", "merging.yaml", "smoke.yaml", "smoke_merging.yaml")
 
 
-# Test modules by their measured duration, longest first (`pytest --durations=0` on the
-# 2-core machine). pyproject.toml runs the suite on pytest-xdist workers, each taking the
-# next whole module in collection order (`--dist loadfile --no-loadscope-reorder`): putting
-# these first keeps one long module from starting last and running alone at the end.
+# Test modules by their duration, longest first, as `pytest --durations=0` measured them on
+# the 2-core machine before this ordering (later changes made some shorter). pyproject.toml
+# runs the suite on pytest-xdist workers, each taking the next whole module in collection
+# order (`--dist loadfile --no-loadscope-reorder`): putting these first keeps one long
+# module from starting last and running alone at the end.
 LONGEST_FIRST = (
     "test_slurm.py", "test_faults.py", "test_incremental.py", "test_worker.py", "test_workflow.py",
     "test_celeba.py", "test_translation.py", "test_reporting.py", "test_imagenet.py", "test_gpu_check.py",
